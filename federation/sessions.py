@@ -1,0 +1,90 @@
+"""Server-side sessions: an opaque id in the cookie, the identity in the store.
+
+The store key is a hash of the id, so a store dump holds no usable cookie. Each session
+is indexed under its partner so that suspending a partner can end all of them at once.
+Ending a session deletes it from the shared store: every replica refuses it at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from federation.identity import FederatedIdentity
+from federation.stores.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    identity: FederatedIdentity
+    created_at: int
+    expires_at: int
+
+    @property
+    def sid(self) -> str:
+        """The public session identifier put in tokens (``sid``); not the cookie value."""
+        return digest(self.id)[:32]
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class SessionManager:
+    def __init__(self, store: Store, ttl: int, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._clock = clock
+
+    async def create(self, identity: FederatedIdentity) -> Session:
+        now = int(self._clock())
+        session = Session(secrets.token_urlsafe(32), identity, now, now + self._ttl)
+        await self._store.put(
+            _key(session.id),
+            {"identity": identity.to_dict(), "created_at": now, "expires_at": session.expires_at},
+            self._ttl,
+        )
+        await self._store.set_add(_partner_index(identity.partner_id), digest(session.id), self._ttl)
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        if not session_id or len(session_id) > 128:
+            return None
+        data = await self._store.get(_key(session_id))
+        if data is None or data["expires_at"] <= self._clock():
+            return None
+        return Session(
+            session_id,
+            FederatedIdentity.from_dict(data["identity"]),
+            int(data["created_at"]),
+            int(data["expires_at"]),
+        )
+
+    async def end(self, session_id: str) -> Session | None:
+        session = await self.get(session_id)
+        await self._store.delete(_key(session_id))
+        if session is not None:
+            await self._store.set_remove(
+                _partner_index(session.identity.partner_id), digest(session_id)
+            )
+        return session
+
+    async def end_partner(self, partner_id: str) -> int:
+        index = _partner_index(partner_id)
+        ended = 0
+        for hashed in await self._store.set_members(index):
+            ended += await self._store.delete(f"session:{hashed}")
+        await self._store.delete(index)
+        return ended
+
+
+def _key(session_id: str) -> str:
+    return f"session:{digest(session_id)}"
+
+
+def _partner_index(partner_id: str) -> str:
+    return f"partner-sessions:{partner_id}"

@@ -1,0 +1,386 @@
+"""Typed settings: a YAML file plus ``ISTHMUS_*`` environment overrides.
+
+Loading reports every problem at once, each with the dotted path of the bad key
+(pydantic's validation plus the cross-checks in :func:`_semantic_problems`), and unknown
+keys are refused. ``isthmus check-config FILE`` and start-up share :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from federation.errors import ConfigError
+
+ENV_PREFIX = "ISTHMUS_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartnerKind(StrEnum):
+    internal = "internal"
+    supplier = "supplier"
+    subcontractor = "subcontractor"
+    distributor = "distributor"
+    customer = "customer"
+
+
+class PartnerStatus(StrEnum):
+    invited = "invited"
+    active = "active"
+    suspended = "suspended"
+    offboarded = "offboarded"
+
+
+class ContractWindow(Strict):
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+    def contains(self, when: datetime) -> bool:
+        if self.valid_from is not None and when < _aware(self.valid_from):
+            return False
+        return self.valid_until is None or when < _aware(self.valid_until)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ClaimMapping(Strict):
+    """Which upstream claim feeds each identity field (dotted paths reach nested claims)."""
+
+    subject: str = "sub"
+    email: str = "email"
+    email_verified: str = "email_verified"
+    name: str = "name"
+    groups: str = "groups"
+    roles: str = "roles"
+    acr: str = "acr"
+    amr: str = "amr"
+
+
+class OidcConnectionSettings(Strict):
+    type: Literal["oidc"]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    display_name: str | None = None
+    issuer: str
+    client_id: str
+    client_secret: str | None = None
+    token_endpoint_auth_method: Literal[
+        "client_secret_basic", "client_secret_post", "none"
+    ] = "client_secret_basic"
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    # Explicit allow-list: an ID token signed with anything else is refused.
+    algorithms: tuple[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"], ...] = (
+        "RS256",
+    )
+    claims: ClaimMapping = ClaimMapping()
+    use_userinfo: bool = True
+    # Does the hub trust the partner's acr/amr (its MFA)? Untrusted values are dropped.
+    trust_acr: bool = False
+    leeway_seconds: int = Field(default=60, ge=0, le=300)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
+class MockUser(Strict):
+    subject: str
+    email: str
+    name: str | None = None
+    email_verified: bool = True
+    groups: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+
+
+class MockConnectionSettings(Strict):
+    """A demo/test IdP served by the hub itself: pick a user, no password."""
+
+    type: Literal["mock"]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    display_name: str | None = None
+    users: tuple[MockUser, ...] = ()
+
+
+ConnectionSettings = Annotated[
+    OidcConnectionSettings | MockConnectionSettings, Field(discriminator="type")
+]
+
+
+class PartnerSettings(Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str
+    kind: PartnerKind
+    status: PartnerStatus = PartnerStatus.invited
+    domains: tuple[str, ...] = ()
+    contract: ContractWindow = ContractWindow()
+    sponsors: tuple[str, ...] = ()
+    connections: tuple[ConnectionSettings, ...] = ()
+
+    @field_validator("domains")
+    @classmethod
+    def _lower_domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for domain in value:
+            if not _is_domain(domain):
+                raise ValueError(f"{domain!r} is not a domain name")
+        return tuple(d.lower() for d in value)
+
+
+class ClientSettings(Strict):
+    """An application that logs users in against the hub's OIDC provider."""
+
+    client_id: str = Field(min_length=1, max_length=128)
+    name: str | None = None
+    client_secret: str | None = None
+    token_endpoint_auth_method: Literal[
+        "client_secret_basic", "client_secret_post", "none"
+    ] = "client_secret_basic"
+    redirect_uris: tuple[str, ...] = Field(min_length=1)
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "groups", "offline_access")
+    grant_types: tuple[Literal["authorization_code", "refresh_token"], ...] = (
+        "authorization_code",
+        "refresh_token",
+    )
+
+    @property
+    def public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+
+class StoreSettings(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    prefix: str = "isthmus:"
+
+
+class KeySettings(Strict):
+    # None: keys live in memory only (demo); a path: a JSON key set shared by replicas.
+    path: Path | None = None
+    algorithm: Literal["RS256", "ES256"] = "RS256"
+
+
+class SessionSettings(Strict):
+    cookie_name: str = "isthmus_session"
+    ttl_seconds: int = Field(default=8 * 3600, ge=60)
+
+
+class TokenSettings(Strict):
+    access_token_ttl: int = Field(default=300, ge=30, le=86400)
+    id_token_ttl: int = Field(default=300, ge=30, le=86400)
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
+    code_ttl: int = Field(default=60, ge=10, le=600)
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+
+class ListenSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+    )
+
+    issuer: str = "http://127.0.0.1:8080"
+    # Plain-http cookies (no Secure flag) only when the operator says so, for local use.
+    allow_insecure_http: bool = False
+    # Mock connections let anyone sign in as anyone: demo and tests only.
+    allow_mock_connections: bool = False
+    listen: ListenSettings = ListenSettings()
+    store: StoreSettings = StoreSettings()
+    keys: KeySettings = KeySettings()
+    session: SessionSettings = SessionSettings()
+    tokens: TokenSettings = TokenSettings()
+    partners: tuple[PartnerSettings, ...] = ()
+    clients: tuple[ClientSettings, ...] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (which arrives as init kwargs).
+        return (env_settings, init_settings)
+
+    def connections(self) -> Iterator[tuple[PartnerSettings, ConnectionSettings]]:
+        for partner in self.partners:
+            for connection in partner.connections:
+                yield partner, connection
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, validate and cross-check; raise :class:`ConfigError` listing every problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    environ = os.environ if env is None else env
+    try:
+        settings = _validate(data, environ)
+    except ValidationError as exc:
+        raise ConfigError([(_dotted(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+    problems = list(_semantic_problems(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _validate(data: dict[str, Any], environ: Mapping[str, str]) -> Settings:
+    saved = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    if environ is not os.environ:
+        for key in saved:
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)})
+    try:
+        return Settings(**data)
+    finally:
+        if environ is not os.environ:
+            for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+                del os.environ[key]
+            os.environ.update(saved)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"{path} is not valid YAML: {exc}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"{path} must hold a mapping at the top level")])
+    return data
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    # Drop pydantic's union-tag segments ("oidc", "mock") that are not keys of the file.
+    parts = [str(p) for p in loc if p not in ("oidc", "mock")]
+    return ".".join(parts)
+
+
+def _is_domain(value: str) -> bool:
+    labels = value.rstrip(".").split(".")
+    return len(labels) >= 2 and all(
+        0 < len(label) <= 63
+        and label.replace("-", "").isalnum()
+        and label.isascii()
+        and not label.startswith("-")
+        and not label.endswith("-")
+        for label in labels
+    )
+
+
+def _semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    yield from _url_problems("issuer", settings.issuer, settings, allow_path=True)
+    if settings.store.backend == "redis" and not settings.store.url:
+        yield "store.url", "required when store.backend is 'redis'"
+    yield from _partner_problems(settings)
+    yield from _client_problems(settings)
+
+
+def _partner_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    seen_partners: set[str] = set()
+    seen_connections: dict[str, str] = {}
+    domain_owner: dict[str, str] = {}
+    for i, partner in enumerate(settings.partners):
+        where = f"partners.{i}"
+        if partner.id in seen_partners:
+            yield f"{where}.id", f"partner id {partner.id!r} is used twice"
+        seen_partners.add(partner.id)
+        for domain in partner.domains:
+            owner = domain_owner.setdefault(domain, partner.id)
+            if owner != partner.id:
+                yield f"{where}.domains", f"domain {domain!r} is already claimed by {owner!r}"
+        window = partner.contract
+        if window.valid_from and window.valid_until and window.valid_until <= window.valid_from:
+            yield f"{where}.contract.valid_until", "must be after valid_from"
+        for j, connection in enumerate(partner.connections):
+            cwhere = f"{where}.connections.{j}"
+            if connection.id in seen_connections:
+                yield f"{cwhere}.id", f"connection id {connection.id!r} is used twice"
+            seen_connections[connection.id] = partner.id
+            yield from _connection_problems(cwhere, connection, settings)
+
+
+def _connection_problems(
+    where: str, connection: ConnectionSettings, settings: Settings
+) -> Iterator[tuple[str, str]]:
+    if isinstance(connection, MockConnectionSettings):
+        if not settings.allow_mock_connections:
+            yield f"{where}.type", "mock connections need allow_mock_connections: true (demo only)"
+        return
+    yield from _url_problems(f"{where}.issuer", connection.issuer, settings, allow_path=True)
+    needs_secret = connection.token_endpoint_auth_method != "none"
+    if needs_secret and not connection.client_secret:
+        yield f"{where}.client_secret", (
+            f"required with token_endpoint_auth_method {connection.token_endpoint_auth_method!r}"
+        )
+    if "openid" not in connection.scopes:
+        yield f"{where}.scopes", "must include 'openid'"
+    if not connection.algorithms:
+        yield f"{where}.algorithms", "list at least one signing algorithm"
+
+
+def _client_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    seen: set[str] = set()
+    for i, client in enumerate(settings.clients):
+        where = f"clients.{i}"
+        if client.client_id in seen:
+            yield f"{where}.client_id", f"client id {client.client_id!r} is used twice"
+        seen.add(client.client_id)
+        if client.public and client.client_secret:
+            yield f"{where}.client_secret", "a public client (auth method 'none') has no secret"
+        if not client.public and not client.client_secret:
+            yield f"{where}.client_secret", "required for a confidential client"
+        if "openid" not in client.scopes:
+            yield f"{where}.scopes", "must include 'openid'"
+        for j, uri in enumerate(client.redirect_uris):
+            yield from _url_problems(f"{where}.redirect_uris.{j}", uri, settings, allow_path=True)
+        for j, uri in enumerate(client.post_logout_redirect_uris):
+            yield from _url_problems(
+                f"{where}.post_logout_redirect_uris.{j}", uri, settings, allow_path=True
+            )
+
+
+def _url_problems(
+    where: str, url: str, settings: Settings, *, allow_path: bool
+) -> Iterator[tuple[str, str]]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        yield where, f"{url!r} must be an absolute http(s) URL"
+        return
+    if parts.fragment or "#" in url:
+        yield where, "must not contain a fragment"
+    if parts.username or parts.password:
+        yield where, "must not contain user information"
+    if parts.scheme == "http" and not (
+        settings.allow_insecure_http or parts.hostname in ("127.0.0.1", "localhost", "::1")
+    ):
+        yield where, "plain http needs allow_insecure_http: true (local use only)"
+    if not allow_path and parts.path not in ("", "/"):
+        yield where, "must not have a path"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,3 @@
+"""Shared fixtures. Peer fixtures (real Redis, node oidc-provider) live in tests/peers/."""
+
+pytest_plugins: list[str] = []
