@@ -7,6 +7,8 @@ sessions, token issuers and policies only read it. It is keyed on
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -32,6 +34,12 @@ class FederatedIdentity:
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.partner_id, self.connection_id, self.issuer, self.subject)
+
+    @property
+    def hub_subject(self) -> str:
+        """The ``sub`` the hub issues: stable, opaque, derived from the key, never the email."""
+        material = "\x1f".join(self.key).encode()
+        return base64.b32encode(hashlib.sha256(material).digest()).decode().rstrip("=").lower()[:32]
 
     @property
     def email_domain(self) -> str | None:

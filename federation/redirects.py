@@ -1,0 +1,34 @@
+"""Return URLs after login (security invariant 5): only to the hub itself or configured hosts.
+
+Relative paths must be plain absolute paths ("/x", not "//x", "/\\x" or "x"); absolute URLs
+must be http(s) without user info and on an allowed origin. Control characters and
+backslashes anywhere are refused. Anything else falls back to the hub's home page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+
+def safe_return_url(candidate: str | None, issuer: str, allowed_origins: Iterable[str] = ()) -> str:
+    fallback = "/"
+    if not candidate or len(candidate) > 2048:
+        return fallback
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in candidate) or "\\" in candidate:
+        return fallback
+    if candidate.startswith("/"):
+        return candidate if not candidate.startswith("//") else fallback
+    parts = urlsplit(candidate)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return fallback
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return fallback
+    origins = {_origin(issuer), *(_origin(o) for o in allowed_origins)}
+    return candidate if _origin(candidate) in origins else fallback
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

@@ -1,0 +1,91 @@
+"""The application factory: routes, request ids, error mapping, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from federation.broker.login import Broker
+from federation.errors import IsthmusError
+from federation.hub import Hub, build_hub
+from federation.settings import Settings
+from federation.web import errors, pages
+
+_log = logging.getLogger("isthmus")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (an incoming well-formed X-Request-ID is kept) and echo it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Starlette:
+    if hub is None:
+        hub = build_hub(settings or Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await hub.store.aclose()
+
+    app = Starlette(
+        routes=_routes(),
+        exception_handlers={
+            IsthmusError: errors.isthmus_error,
+            HTTPException: errors.http_error,
+            Exception: errors.unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.state.broker = Broker(hub)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _routes() -> list[BaseRoute]:
+    from federation.oidc import routes as oidc_routes
+
+    static = Path(__file__).parent / "static"
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        *pages.routes,
+        *oidc_routes.routes,
+        Mount("/static", StaticFiles(directory=static), name="static"),
+    ]

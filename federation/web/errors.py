@@ -1,0 +1,67 @@
+"""Every error becomes a response here, and only here: JSON or HTML by ``Accept``.
+
+Responses carry the spec code, a safe public message and the request id; the detail and
+any traceback go to the log only (security invariant 7).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from federation.errors import IsthmusError, NotFound, StoreUnavailable
+from federation.web.templating import render
+
+_log = logging.getLogger("isthmus.errors")
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept:
+        return False
+    return "json" in accept or request.url.path.startswith(("/oauth2/", "/.well-known/"))
+
+
+def error_response(request: Request, exc: IsthmusError) -> Response:
+    request_id = getattr(request.state, "request_id", "")
+    log = _log.error if exc.status >= 500 else _log.warning
+    log("%s %s -> %s %s: %s [request_id=%s]", request.method, request.url.path, exc.status,
+        exc.error, exc.detail, request_id)
+    headers = {"Cache-Control": "no-store", "X-Request-ID": request_id}
+    if exc.status == 401 and request.url.path.startswith("/oauth2/"):
+        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+    if wants_json(request):
+        body = {"error": exc.error, "error_description": exc.public_message,
+                "request_id": request_id}
+        return JSONResponse(body, status_code=exc.status, headers=headers)
+    response = render(request, "error.html", status=exc.status, error=exc,
+                      retry_url=getattr(exc, "retry_url", None))
+    response.headers.update(headers)
+    return response
+
+
+async def isthmus_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IsthmusError)
+    return error_response(request, exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(request, NotFound(f"no route for {request.url.path}"))
+    return error_response(
+        request,
+        IsthmusError(str(exc.detail), status=exc.status_code, error="http_error",
+                     public_message="The request could not be handled."),
+    )
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    request_id = getattr(request.state, "request_id", "")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return error_response(request, StoreUnavailable(repr(exc)))
+    _log.exception("unhandled error [request_id=%s]", request_id, exc_info=exc)
+    return error_response(request, IsthmusError("unhandled exception"))

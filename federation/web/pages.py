@@ -1,0 +1,213 @@
+"""Login, callback, logout and the mock IdP's picker page: HTTP in, broker calls, HTML out."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from federation.broker.discovery import Realm
+from federation.broker.flows import FLOW_TTL, LoginFlow
+from federation.broker.login import Broker
+from federation.errors import CsrfError, InvalidRequest, NotFound
+from federation.hub import Hub
+from federation.sessions import Session
+from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
+from federation.web.templating import render
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def broker_of(request: Request) -> Broker:
+    broker: Broker = request.app.state.broker
+    return broker
+
+
+async def current_session(request: Request) -> Session | None:
+    hub = hub_of(request)
+    session_id = request.cookies.get(hub.settings.session.cookie_name)
+    return await hub.sessions.get(session_id) if session_id else None
+
+
+def login_redirect(request: Request, return_url: str) -> RedirectResponse:
+    return RedirectResponse(f"/login?{urlencode({'rd': return_url})}", status_code=303)
+
+
+async def home(request: Request) -> Response:
+    session = await current_session(request)
+    partner = hub_of(request).registry.partner(session.identity.partner_id) if session else None
+    return render(request, "home.html", session=session, partner=partner)
+
+
+async def login_page(request: Request) -> Response:
+    broker = broker_of(request)
+    query = request.query_params
+    login_hint = query.get("login_hint") or None
+    flow = await broker.begin(query.get("rd"), login_hint)
+    hint = query.get("domain_hint") or login_hint
+    if hint:
+        realm = broker.discover(hint)
+        if realm is not None and not realm.unknown:
+            return await _continue(request, flow, realm, email=login_hint or "")
+    return _with_flow_cookie(request, _email_form(request, flow, email=login_hint or ""), flow)
+
+
+async def login_submit(request: Request) -> Response:
+    broker = broker_of(request)
+    form = await request.form()
+    flow = await broker.checked_flow(
+        _field(form, "flow"), _field(form, "csrf"), request.cookies.get(FLOW_COOKIE)
+    )
+    email = _field(form, "email").strip()
+    realm = broker.discover(email)
+    if realm is None:
+        return _email_form(request, flow, email=email, status=400,
+                           message="Please enter your work email address, like name@company.com.")
+    if realm.unknown:
+        hub_of(request).audit.emit("login.discovery", outcome="failure", reason="unknown_domain",
+                                   domain=realm.domain)
+        return _email_form(request, flow, email=email, status=404,
+                           message=f"We do not know a company that signs in with “{realm.domain}”. "
+                           "Check the address, or ask your contact at our company to invite yours.")
+    return await _continue(request, flow, realm, email=email)
+
+
+async def choose_submit(request: Request) -> Response:
+    broker = broker_of(request)
+    form = await request.form()
+    flow = await broker.checked_flow(
+        _field(form, "flow"), _field(form, "csrf"), request.cookies.get(FLOW_COOKIE)
+    )
+    connection_id = _field(form, "connection")
+    realm = broker.discover(_field(form, "domain"))
+    if realm is None or realm.partner is None or connection_id not in realm.connection_ids:
+        raise InvalidRequest(f"connection {connection_id!r} is not offered for this domain")
+    return await _start(request, flow, connection_id)
+
+
+async def _continue(request: Request, flow: LoginFlow, realm: Realm, email: str) -> Response:
+    if realm.ambiguous:
+        assert realm.partner is not None
+        hub = hub_of(request)
+        options = [
+            (c.id, c.display_name or f"{realm.partner.settings.name} — {c.id}")
+            for c in realm.partner.settings.connections
+        ]
+        page = render(request, "choose.html", flow=flow, realm=realm, options=options,
+                      partner=realm.partner, email=email, hub=hub)
+        return _with_flow_cookie(request, page, flow)
+    return await _start(request, flow, realm.connection_ids[0])
+
+
+async def _start(request: Request, flow: LoginFlow, connection_id: str) -> Response:
+    url = await broker_of(request).start(flow, connection_id)
+    return _with_flow_cookie(request, RedirectResponse(url, status_code=303), flow)
+
+
+async def callback(request: Request) -> Response:
+    params = dict(request.query_params)
+    if request.method == "POST":
+        params.update({k: v for k, v in (await request.form()).items() if isinstance(v, str)})
+    hub = hub_of(request)
+    completed = await broker_of(request).complete(
+        request.path_params["connection_id"],
+        params,
+        request.cookies.get(FLOW_COOKIE),
+        request_id=request.state.request_id,
+    )
+    response = RedirectResponse(completed.return_url, status_code=303)
+    set_cookie(response, hub.settings, hub.settings.session.cookie_name, completed.session.id,
+               hub.settings.session.ttl_seconds)
+    clear_cookie(response, hub.settings, FLOW_COOKIE)
+    return response
+
+
+async def logout_page(request: Request) -> Response:
+    session = await current_session(request)
+    csrf = request.cookies.get("isthmus_csrf") or _new_token()
+    response = render(request, "logout.html", session=session, csrf=csrf)
+    set_cookie(response, hub_of(request).settings, "isthmus_csrf", csrf, FLOW_TTL)
+    return response
+
+
+async def logout_submit(request: Request) -> Response:
+    form = await request.form()
+    cookie = request.cookies.get("isthmus_csrf", "")
+    if not cookie or not _same(cookie, _field(form, "csrf")):
+        raise CsrfError("logout form token does not match its cookie")
+    return await end_session_response(request, render_page=True)
+
+
+async def end_session_response(request: Request, *, render_page: bool,
+                               redirect_to: str | None = None) -> Response:
+    """End the hub session everywhere (the store is shared) and clear the cookie."""
+    hub = hub_of(request)
+    session_id = request.cookies.get(hub.settings.session.cookie_name)
+    ended = await hub.sessions.end(session_id) if session_id else None
+    if ended is not None:
+        hub.audit.emit("logout", partner=ended.identity.partner_id, subject=ended.identity.subject,
+                       sid=ended.sid, request_id=request.state.request_id)
+    response: Response = (
+        RedirectResponse(redirect_to, status_code=303) if redirect_to
+        else render(request, "logged_out.html")
+    )
+    clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
+    return response
+
+
+async def mock_idp(request: Request) -> Response:
+    """The mock connection's user picker; it only ever returns to the hub's own callback."""
+    hub = hub_of(request)
+    connection_id = request.path_params["connection_id"]
+    entry = hub.registry.connection(connection_id)
+    if entry is None or entry[1].type != "mock":
+        raise NotFound(f"no mock connection {connection_id!r}")
+    partner, connection = entry
+    state = request.query_params.get("state", "")
+    return render(request, "mock_login.html", partner=partner, connection=connection,
+                  state=state, action=hub.callback_url(connection_id),
+                  login_hint=request.query_params.get("login_hint", ""))
+
+
+def _email_form(request: Request, flow: LoginFlow, *, email: str, status: int = 200,
+                message: str | None = None) -> Response:
+    return render(request, "login.html", status=status, flow=flow, email=email, message=message)
+
+
+def _with_flow_cookie(request: Request, response: Response, flow: LoginFlow) -> Response:
+    set_cookie(response, hub_of(request).settings, FLOW_COOKIE, flow.id, FLOW_TTL)
+    return response
+
+
+def _field(form: object, name: str) -> str:
+    value = form.get(name) if hasattr(form, "get") else None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"form field {name!r} is missing")
+    return value
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a, b)
+
+
+routes = [
+    Route("/", home, methods=["GET"]),
+    Route("/login", login_page, methods=["GET"]),
+    Route("/login", login_submit, methods=["POST"]),
+    Route("/login/connection", choose_submit, methods=["POST"]),
+    Route("/callback/{connection_id}", callback, methods=["GET", "POST"]),
+    Route("/logout", logout_page, methods=["GET"]),
+    Route("/logout", logout_submit, methods=["POST"]),
+    Route("/mock/{connection_id}", mock_idp, methods=["GET"]),
+]
