@@ -1,3 +1,5 @@
 """Shared fixtures. Peer fixtures (real Redis, node oidc-provider) live in tests/peers/."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.peers.redis",
+]

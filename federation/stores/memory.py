@@ -2,77 +2,96 @@
 
 from __future__ import annotations
 
-import copy
 import heapq
+import json
 import time
 from collections.abc import Callable
 
 from federation.stores.base import JSON
 
+# What one key holds: a JSON document (kept encoded, as Redis keeps it) or a set.
+_Entry = tuple[float, str | set[str]]
+
 
 class MemoryStore:
-    """Dicts with expiry times; expired entries vanish on read and in periodic sweeps.
+    """One dict of entries with expiry times; expired entries vanish on read and in sweeps.
 
-    Everything runs on the event loop thread without awaiting in between, so each
-    operation is atomic with respect to the others.
+    It behaves as :class:`~federation.stores.redis.RedisStore` does, so that code tested
+    against it holds against Redis:
+
+    * values are stored JSON-encoded: what comes back is a fresh copy (mutating it, or the
+      dict given to :meth:`put`, changes nothing stored), tuples come back as lists, and a
+      value that is not JSON raises ``TypeError``/``ValueError`` at :meth:`put`;
+    * one key space: a key holds either a value or a set. :meth:`put` and a successful
+      :meth:`add_once` replace whatever the key held; reading a key with the operation of
+      the other kind raises ``TypeError`` (a programming error, as WRONGTYPE is in Redis);
+    * a set whose last member is removed no longer exists.
+
+    ``clock`` returns seconds (``time.monotonic`` by default); tests inject a fake one to
+    move time forward. Everything runs on the event loop thread without awaiting in
+    between, so each operation is atomic with respect to the others.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._values: dict[str, tuple[float, JSON]] = {}
-        self._sets: dict[str, tuple[float, set[str]]] = {}
+        self._entries: dict[str, _Entry] = {}
+        # (expires, key) candidates for the sweep; stale ones are skipped.
         self._expiries: list[tuple[float, str]] = []
 
     async def put(self, key: str, value: JSON, ttl: float) -> None:
-        expires = self._expires(ttl)
-        self._values[key] = (expires, copy.deepcopy(value))
-        heapq.heappush(self._expiries, (expires, key))
-        self._sweep()
+        encoded = _encode(value)
+        self._write(key, encoded, self._expires(ttl))
 
     async def get(self, key: str) -> JSON | None:
-        entry = self._values.get(key)
-        if entry is None:
+        data = self._live(key)
+        if data is None:
             return None
-        if entry[0] <= self._clock():
-            del self._values[key]
-            return None
-        return copy.deepcopy(entry[1])
+        return _decode(_value(data))
 
     async def take(self, key: str) -> JSON | None:
-        entry = self._values.pop(key, None)
-        if entry is None or entry[0] <= self._clock():
+        data = self._live(key)
+        if data is None:
             return None
-        return entry[1]
+        encoded = _value(data)
+        del self._entries[key]
+        return _decode(encoded)
 
     async def delete(self, key: str) -> bool:
-        entry = self._values.pop(key, None)
-        found = self._sets.pop(key, None) is not None
-        return (entry is not None and entry[0] > self._clock()) or found
+        found = self._live(key) is not None
+        self._entries.pop(key, None)
+        return found
 
     async def add_once(self, key: str, ttl: float) -> bool:
-        if await self.get(key) is not None:
+        expires = self._expires(ttl)
+        if self._live(key) is not None:
             return False
-        await self.put(key, {}, ttl)
+        self._write(key, "{}", expires)
         return True
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
-        now = self._clock()
-        expires, members = self._sets.get(key, (0.0, set()))
-        if expires <= now:
-            members = set()
-        self._sets[key] = (max(expires, self._expires(ttl)), members | {member})
+        expires = self._expires(ttl)
+        data = self._live(key)
+        if data is None:
+            self._write(key, {member}, expires)
+            return
+        members = _members(data)
+        members.add(member)
+        current = self._entries[key][0]
+        if expires > current:
+            self._write(key, members, expires)
 
     async def set_members(self, key: str) -> set[str]:
-        entry = self._sets.get(key)
-        if entry is None or entry[0] <= self._clock():
-            self._sets.pop(key, None)
-            return set()
-        return set(entry[1])
+        data = self._live(key)
+        return set() if data is None else set(_members(data))
 
     async def set_remove(self, key: str, member: str) -> None:
-        entry = self._sets.get(key)
-        if entry is not None:
-            entry[1].discard(member)
+        data = self._live(key)
+        if data is None:
+            return
+        members = _members(data)
+        members.discard(member)
+        if not members:
+            del self._entries[key]
 
     async def ping(self) -> None:
         return None
@@ -81,18 +100,56 @@ class MemoryStore:
         return None
 
     def _expires(self, ttl: float) -> float:
-        if ttl <= 0:
+        if not ttl > 0:  # also rejects NaN
             raise ValueError("ttl must be positive")
         return self._clock() + ttl
+
+    def _live(self, key: str) -> str | set[str] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def _write(self, key: str, data: str | set[str], expires: float) -> None:
+        self._entries[key] = (expires, data)
+        heapq.heappush(self._expiries, (expires, key))
+        self._sweep()
 
     def _sweep(self) -> None:
         # Amortised clean-up so an idle key does not live forever in a long-running process.
         now = self._clock()
-        if len(self._expiries) > 2 * len(self._values) + 1024:
-            self._expiries = [(exp, key) for key, (exp, _) in self._values.items()]
+        if len(self._expiries) > 2 * len(self._entries) + 1024:
+            self._expiries = [(exp, key) for key, (exp, _) in self._entries.items()]
             heapq.heapify(self._expiries)
         while self._expiries and self._expiries[0][0] <= now:
             _, key = heapq.heappop(self._expiries)
-            entry = self._values.get(key)
+            entry = self._entries.get(key)
             if entry is not None and entry[0] <= now:
-                del self._values[key]
+                del self._entries[key]
+
+
+def _encode(value: JSON) -> str:
+    if not isinstance(value, dict):
+        raise TypeError(f"store values are JSON objects, not {type(value).__name__}")
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _decode(encoded: str) -> JSON:
+    value = json.loads(encoded)
+    assert isinstance(value, dict)
+    return value
+
+
+def _value(data: str | set[str]) -> str:
+    if not isinstance(data, str):
+        raise TypeError("this key holds a set, not a value")
+    return data
+
+
+def _members(data: str | set[str]) -> set[str]:
+    if isinstance(data, str):
+        raise TypeError("this key holds a value, not a set")
+    return data
