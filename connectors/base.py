@@ -33,8 +33,11 @@ class CallbackRequest:
 class CallbackConnector(Protocol):
     """Redirect the browser to the IdP, then turn its answer into an identity."""
 
-    id: str
-    partner_id: str
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def partner_id(self) -> str: ...
 
     async def login_url(self, request: LoginRequest) -> LoginRedirect: ...
 

@@ -42,7 +42,9 @@ class MockConnector:
         query = {"state": request.state, "callback": request.callback_url}
         if request.login_hint:
             query["login_hint"] = request.login_hint
-        return LoginRedirect(f"{self.issuer}?{urlencode(query)}", {"callback": request.callback_url})
+        return LoginRedirect(
+            f"{self.issuer}?{urlencode(query)}", {"callback": request.callback_url}
+        )
 
     async def handle_callback(
         self, request: CallbackRequest, flow_state: Mapping[str, Any]

@@ -132,9 +132,7 @@ class PartnerMismatch(IsthmusError):
 
     error = "partner_mismatch"
     status = 403
-    public_message = (
-        "Your company's sign-in service is not allowed to sign in this email address."
-    )
+    public_message = "Your company's sign-in service is not allowed to sign in this email address."
 
 
 class PartnerNotActive(IsthmusError):

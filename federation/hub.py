@@ -49,7 +49,10 @@ class Hub:
             if entry is None:
                 return None
             partner, connection = entry
-            found = (partner, self.connector_types.build(partner.settings, connection, self.context))
+            found = (
+                partner,
+                self.connector_types.build(partner.settings, connection, self.context),
+            )
             self._connectors[connection_id] = found
         return found
 

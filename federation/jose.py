@@ -9,7 +9,7 @@ endpoints verify through :func:`verify`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +64,9 @@ def keys_from_jwks(jwks: Mapping[str, Any], allowed: Iterable[str]) -> list[Veri
             key = jwt.PyJWK(jwk).key
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, KeyError):
             continue
-        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        if not isinstance(
+            key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+        ):
             continue
         algs = algorithms_for(key) & allow
         if "alg" in jwk:
@@ -74,9 +76,7 @@ def keys_from_jwks(jwks: Mapping[str, Any], allowed: Iterable[str]) -> list[Veri
     return keys
 
 
-def sign(
-    claims: Mapping[str, Any], key: PrivateKey, alg: str, kid: str, typ: str = "JWT"
-) -> str:
+def sign(claims: Mapping[str, Any], key: PrivateKey, alg: str, kid: str, typ: str = "JWT") -> str:
     return jwt.encode(dict(claims), key, algorithm=alg, headers={"kid": kid, "typ": typ})
 
 
@@ -106,9 +106,14 @@ def verify(
     if "crit" in hdr:
         # We implement no JWS extensions, so every critical one is unknown (RFC 7515 §4.1.11).
         raise JWTError(f"unsupported critical header parameters {hdr['crit']!r}")
-    if typ is not None and str(hdr.get("typ", "")).lower() not in (typ.lower(), f"application/{typ}".lower()):
+    if typ is not None and str(hdr.get("typ", "")).lower() not in (
+        typ.lower(),
+        f"application/{typ}".lower(),
+    ):
         raise JWTError(f"unexpected token type {hdr.get('typ')!r}")
-    candidates = [k for k in keys if alg in k.algorithms and (k.kid is None or k.kid == hdr.get("kid"))]
+    candidates = [
+        k for k in keys if alg in k.algorithms and (k.kid is None or k.kid == hdr.get("kid"))
+    ]
     if not candidates:
         raise JWTError(f"no key for kid={hdr.get('kid')!r} alg={alg!r}")
     last: Exception | None = None

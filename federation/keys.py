@@ -65,8 +65,13 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ).decode()
-        return {"kid": self.kid, "alg": self.alg, "state": state, "created_at": self.created_at,
-                "pem": pem}
+        return {
+            "kid": self.kid,
+            "alg": self.alg,
+            "state": state,
+            "created_at": self.created_at,
+            "pem": pem,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SigningKey:
@@ -91,7 +96,7 @@ class KeySet:
 
     def published(self) -> list[SigningKey]:
         keys = [self.current, self.next]
-        return keys + [self.previous] if self.previous else keys
+        return [*keys, self.previous] if self.previous else keys
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk() for k in self.published()]}

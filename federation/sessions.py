@@ -48,7 +48,9 @@ class SessionManager:
             {"identity": identity.to_dict(), "created_at": now, "expires_at": session.expires_at},
             self._ttl,
         )
-        await self._store.set_add(_partner_index(identity.partner_id), digest(session.id), self._ttl)
+        await self._store.set_add(
+            _partner_index(identity.partner_id), digest(session.id), self._ttl
+        )
         return session
 
     async def get(self, session_id: str) -> Session | None:

@@ -77,14 +77,14 @@ class OidcConnectionSettings(Strict):
     issuer: str
     client_id: str
     client_secret: str | None = None
-    token_endpoint_auth_method: Literal[
-        "client_secret_basic", "client_secret_post", "none"
-    ] = "client_secret_basic"
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = (
+        "client_secret_basic"
+    )
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     # Explicit allow-list: an ID token signed with anything else is refused.
-    algorithms: tuple[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"], ...] = (
-        "RS256",
-    )
+    algorithms: tuple[
+        Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"], ...
+    ] = ("RS256",)
     claims: ClaimMapping = ClaimMapping()
     use_userinfo: bool = True
     # Does the hub trust the partner's acr/amr (its MFA)? Untrusted values are dropped.
@@ -141,9 +141,9 @@ class ClientSettings(Strict):
     client_id: str = Field(min_length=1, max_length=128)
     name: str | None = None
     client_secret: str | None = None
-    token_endpoint_auth_method: Literal[
-        "client_secret_basic", "client_secret_post", "none"
-    ] = "client_secret_basic"
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = (
+        "client_secret_basic"
+    )
     redirect_uris: tuple[str, ...] = Field(min_length=1)
     post_logout_redirect_uris: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ("openid", "email", "profile", "groups", "offline_access")
@@ -333,8 +333,9 @@ def _connection_problems(
     yield from _url_problems(f"{where}.issuer", connection.issuer, settings, allow_path=True)
     needs_secret = connection.token_endpoint_auth_method != "none"
     if needs_secret and not connection.client_secret:
-        yield f"{where}.client_secret", (
-            f"required with token_endpoint_auth_method {connection.token_endpoint_auth_method!r}"
+        yield (
+            f"{where}.client_secret",
+            (f"required with token_endpoint_auth_method {connection.token_endpoint_auth_method!r}"),
         )
     if "openid" not in connection.scopes:
         yield f"{where}.scopes", "must include 'openid'"

@@ -33,7 +33,9 @@ def domain_of(email_or_domain: str) -> str | None:
             return None
     if not value or "." not in value or len(value) > 253:
         return None
-    if not all(part and (part.replace("-", "").isalnum()) and part.isascii() for part in value.split(".")):
+    if not all(
+        part and (part.replace("-", "").isalnum()) and part.isascii() for part in value.split(".")
+    ):
         return None
     return value
 
@@ -49,7 +51,9 @@ def discover(registry: Registry, email_or_domain: str) -> Realm | None:
     return Realm(domain, partner, tuple(c.id for c in partner.settings.connections))
 
 
-def connection_label(partner: Partner, connection_id: str, connector: CallbackConnector | None) -> str:
+def connection_label(
+    partner: Partner, connection_id: str, connector: CallbackConnector | None
+) -> str:
     for connection in partner.settings.connections:
         if connection.id == connection_id and connection.display_name:
             return connection.display_name

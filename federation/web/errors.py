@@ -28,17 +28,32 @@ def wants_json(request: Request) -> bool:
 def error_response(request: Request, exc: IsthmusError) -> Response:
     request_id = getattr(request.state, "request_id", "")
     log = _log.error if exc.status >= 500 else _log.warning
-    log("%s %s -> %s %s: %s [request_id=%s]", request.method, request.url.path, exc.status,
-        exc.error, exc.detail, request_id)
+    log(
+        "%s %s -> %s %s: %s [request_id=%s]",
+        request.method,
+        request.url.path,
+        exc.status,
+        exc.error,
+        exc.detail,
+        request_id,
+    )
     headers = {"Cache-Control": "no-store", "X-Request-ID": request_id}
     if exc.status == 401 and request.url.path.startswith("/oauth2/"):
         headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
     if wants_json(request):
-        body = {"error": exc.error, "error_description": exc.public_message,
-                "request_id": request_id}
+        body = {
+            "error": exc.error,
+            "error_description": exc.public_message,
+            "request_id": request_id,
+        }
         return JSONResponse(body, status_code=exc.status, headers=headers)
-    response = render(request, "error.html", status=exc.status, error=exc,
-                      retry_url=getattr(exc, "retry_url", None))
+    response = render(
+        request,
+        "error.html",
+        status=exc.status,
+        error=exc,
+        retry_url=getattr(exc, "retry_url", None),
+    )
     response.headers.update(headers)
     return response
 
@@ -54,8 +69,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return error_response(request, NotFound(f"no route for {request.url.path}"))
     return error_response(
         request,
-        IsthmusError(str(exc.detail), status=exc.status_code, error="http_error",
-                     public_message="The request could not be handled."),
+        IsthmusError(
+            str(exc.detail),
+            status=exc.status_code,
+            error="http_error",
+            public_message="The request could not be handled.",
+        ),
     )
 
 

@@ -68,14 +68,25 @@ async def login_submit(request: Request) -> Response:
     email = _field(form, "email").strip()
     realm = broker.discover(email)
     if realm is None:
-        return _email_form(request, flow, email=email, status=400,
-                           message="Please enter your work email address, like name@company.com.")
+        return _email_form(
+            request,
+            flow,
+            email=email,
+            status=400,
+            message="Please enter your work email address, like name@company.com.",
+        )
     if realm.unknown:
-        hub_of(request).audit.emit("login.discovery", outcome="failure", reason="unknown_domain",
-                                   domain=realm.domain)
-        return _email_form(request, flow, email=email, status=404,
-                           message=f"We do not know a company that signs in with “{realm.domain}”. "
-                           "Check the address, or ask your contact at our company to invite yours.")
+        hub_of(request).audit.emit(
+            "login.discovery", outcome="failure", reason="unknown_domain", domain=realm.domain
+        )
+        return _email_form(
+            request,
+            flow,
+            email=email,
+            status=404,
+            message=f"We do not know a company that signs in with “{realm.domain}”. "
+            "Check the address, or ask your contact at our company to invite yours.",
+        )
     return await _continue(request, flow, realm, email=email)
 
 
@@ -100,8 +111,16 @@ async def _continue(request: Request, flow: LoginFlow, realm: Realm, email: str)
             (c.id, c.display_name or f"{realm.partner.settings.name} — {c.id}")
             for c in realm.partner.settings.connections
         ]
-        page = render(request, "choose.html", flow=flow, realm=realm, options=options,
-                      partner=realm.partner, email=email, hub=hub)
+        page = render(
+            request,
+            "choose.html",
+            flow=flow,
+            realm=realm,
+            options=options,
+            partner=realm.partner,
+            email=email,
+            hub=hub,
+        )
         return _with_flow_cookie(request, page, flow)
     return await _start(request, flow, realm.connection_ids[0])
 
@@ -123,8 +142,13 @@ async def callback(request: Request) -> Response:
         request_id=request.state.request_id,
     )
     response = RedirectResponse(completed.return_url, status_code=303)
-    set_cookie(response, hub.settings, hub.settings.session.cookie_name, completed.session.id,
-               hub.settings.session.ttl_seconds)
+    set_cookie(
+        response,
+        hub.settings,
+        hub.settings.session.cookie_name,
+        completed.session.id,
+        hub.settings.session.ttl_seconds,
+    )
     clear_cookie(response, hub.settings, FLOW_COOKIE)
     return response
 
@@ -145,17 +169,24 @@ async def logout_submit(request: Request) -> Response:
     return await end_session_response(request, render_page=True)
 
 
-async def end_session_response(request: Request, *, render_page: bool,
-                               redirect_to: str | None = None) -> Response:
+async def end_session_response(
+    request: Request, *, render_page: bool, redirect_to: str | None = None
+) -> Response:
     """End the hub session everywhere (the store is shared) and clear the cookie."""
     hub = hub_of(request)
     session_id = request.cookies.get(hub.settings.session.cookie_name)
     ended = await hub.sessions.end(session_id) if session_id else None
     if ended is not None:
-        hub.audit.emit("logout", partner=ended.identity.partner_id, subject=ended.identity.subject,
-                       sid=ended.sid, request_id=request.state.request_id)
+        hub.audit.emit(
+            "logout",
+            partner=ended.identity.partner_id,
+            subject=ended.identity.subject,
+            sid=ended.sid,
+            request_id=request.state.request_id,
+        )
     response: Response = (
-        RedirectResponse(redirect_to, status_code=303) if redirect_to
+        RedirectResponse(redirect_to, status_code=303)
+        if redirect_to
         else render(request, "logged_out.html")
     )
     clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
@@ -171,13 +202,20 @@ async def mock_idp(request: Request) -> Response:
         raise NotFound(f"no mock connection {connection_id!r}")
     partner, connection = entry
     state = request.query_params.get("state", "")
-    return render(request, "mock_login.html", partner=partner, connection=connection,
-                  state=state, action=hub.callback_url(connection_id),
-                  login_hint=request.query_params.get("login_hint", ""))
+    return render(
+        request,
+        "mock_login.html",
+        partner=partner,
+        connection=connection,
+        state=state,
+        action=hub.callback_url(connection_id),
+        login_hint=request.query_params.get("login_hint", ""),
+    )
 
 
-def _email_form(request: Request, flow: LoginFlow, *, email: str, status: int = 200,
-                message: str | None = None) -> Response:
+def _email_form(
+    request: Request, flow: LoginFlow, *, email: str, status: int = 200, message: str | None = None
+) -> Response:
     return render(request, "login.html", status=status, flow=flow, email=email, message=message)
 
 
