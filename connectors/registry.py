@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 
@@ -13,13 +17,43 @@ from federation.settings import ConnectionSettings, PartnerSettings
 
 @dataclass(frozen=True)
 class ConnectorContext:
-    """What the hub lends connectors: an HTTP client factory (tests inject a transport)."""
+    """What the hub lends connectors: its base URL, HTTP plumbing and a clock.
 
-    http_client: Callable[[], httpx.AsyncClient] = field(default=lambda: httpx.AsyncClient())
+    ``transport`` routes every upstream request through one transport, ``mounts`` routes
+    by origin (``{"https://idp.acme.test": transport}``); tests mount in-process ASGI apps
+    with either (``httpx.ASGITransport``). ``clock`` is monotonic seconds, for caches and
+    rate limits.
+    """
+
     hub_base_url: str = ""
+    transport: httpx.AsyncBaseTransport | None = None
+    mounts: Mapping[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def http_options(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Keyword arguments for an ``httpx.AsyncClient`` (or a subclass such as authlib's)."""
+        options: dict[str, Any] = {"timeout": timeout, "follow_redirects": False}
+        if self.transport is not None:
+            options["transport"] = self.transport
+        else:
+            options["verify"] = _shared_ssl_context()  # built once: it costs milliseconds
+        if self.mounts:
+            options["mounts"] = {pattern: t for pattern, t in self.mounts.items()}
+        return options
+
+    def http_client(self, timeout: float = 10.0) -> httpx.AsyncClient:
+        """A new client; use it as ``async with`` so its connections are closed."""
+        return httpx.AsyncClient(**self.http_options(timeout))
 
 
-ConnectorFactory = Callable[[PartnerSettings, ConnectionSettings, ConnectorContext], CallbackConnector]
+@functools.cache
+def _shared_ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+ConnectorFactory = Callable[
+    [PartnerSettings, ConnectionSettings, ConnectorContext], CallbackConnector
+]
 
 
 class UnknownConnectorType(LookupError):
@@ -48,4 +82,7 @@ def default_registry() -> ConnectorRegistry:
     from connectors.mock import MockConnector
     from connectors.oidc import OidcConnector
 
-    return ConnectorRegistry({"oidc": OidcConnector.from_settings, "mock": MockConnector.from_settings})
+    # MockConnector is a frozen dataclass: its read-only ``id`` does not match the protocol's
+    # settable attribute for mypy, although it honours the capability at run time.
+    mock = cast(ConnectorFactory, MockConnector.from_settings)
+    return ConnectorRegistry({"oidc": OidcConnector.from_settings, "mock": mock})
