@@ -19,13 +19,17 @@ def safe_return_url(candidate: str | None, issuer: str, allowed_origins: Iterabl
         return fallback
     if candidate.startswith("/"):
         return candidate if not candidate.startswith("//") else fallback
-    parts = urlsplit(candidate)
+    try:
+        parts = urlsplit(candidate)
+        origin = _origin(candidate)
+    except ValueError:  # e.g. a port out of range
+        return fallback
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return fallback
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         return fallback
     origins = {_origin(issuer), *(_origin(o) for o in allowed_origins)}
-    return candidate if _origin(candidate) in origins else fallback
+    return candidate if origin in origins else fallback
 
 
 def _origin(url: str) -> str:
