@@ -2,4 +2,5 @@
 
 pytest_plugins: list[str] = [
     "tests.peers.redis",
+    "tests.peers.oidc_provider",
 ]
