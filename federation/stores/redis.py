@@ -36,11 +36,14 @@ from federation.stores.base import JSON
 T = TypeVar("T")
 
 # Seconds. A hub request must not hang on Redis: the connect timeout bounds an unreachable
-# host, the read timeout a stalled server. The health check PINGs a connection that has
-# been idle longer than the interval before using it, so a connection silently dropped
-# by a restart or a NAT is replaced instead of failing the request.
-CONNECT_TIMEOUT = 2.0
-READ_TIMEOUT = 2.0
+# host, the read timeout a stalled server (Redis answers in well under a millisecond; one
+# that takes a second is as good as down). With the one retry below, and redis-py retrying
+# the connect inside each attempt, a stalled server fails an operation after at most about
+# 4 x READ_TIMEOUT; a refused connection fails at once. The health check PINGs a
+# connection that has been idle longer than the interval before using it, so one silently
+# dropped by a NAT or a failover is replaced instead of failing the request.
+CONNECT_TIMEOUT = 1.0
+READ_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 15
 
 # SADD, then raise the set's expiry to at least ARGV[2] ms (never lower it). PTTL is -1
