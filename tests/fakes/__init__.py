@@ -1,0 +1,1 @@
+"""In-process fakes of the hub's peers (see each module's docstring)."""
