@@ -269,8 +269,8 @@ async def test_set_expiry_and_extension(harness: Harness) -> None:
     await harness.store.set_add("kept", "a", LONG)
     await harness.store.set_add("kept", "b", SHORT)
     await harness.elapse(SHORT)
+    assert await harness.store.delete("expires") is False  # before any read drops it
     assert await harness.store.set_members("expires") == set()
-    assert await harness.store.delete("expires") is False
     assert await harness.store.set_members("extended") == {"a", "b"}
     assert await harness.store.set_members("kept") == {"a", "b"}
     # An expired set starts afresh: no member of the old one comes back.
@@ -292,6 +292,7 @@ async def test_one_key_space(harness: Harness) -> None:
     with pytest.raises(TypeError):
         await harness.store.take("idx")
     assert await harness.store.set_members("idx") == {"a"}  # take did not delete it
+    assert await harness.store.add_once("idx", LONG) is False  # the key is taken
     await harness.store.put("val", {"v": 1}, LONG)
     with pytest.raises(TypeError):
         await harness.store.set_add("val", "a", LONG)
