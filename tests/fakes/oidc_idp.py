@@ -23,6 +23,7 @@ Settings for the connector: ``idp.connection_settings(id="acme-oidc")`` returns 
 
 Hooks (each applies to the next ID token, or the next userinfo answer, only):
 ``tamper_next_id_token(claims={...}, drop=(...), header={...}, signing=...)`` with
+``header`` values of ``None`` removing a parameter (``{"kid": None}``), and
 ``signing`` one of ``"normal"``, ``"foreign"`` (a key the JWKS does not hold, same kid),
 ``"none"`` (``alg: none``, empty signature) or ``"hs256-public-key"`` (HS256 keyed with the
 public key's PEM); ``next_userinfo_sub(sub)``. Also: ``rotate_signing_key()``,
@@ -352,7 +353,8 @@ class FakeOidcProvider:
 
     def _sign(self, claims: dict[str, Any], tamper: _Tamper) -> str:
         key = self.keys[self.alg]
-        header = {"kid": key.kid, "typ": "JWT"} | tamper.header
+        merged = {"kid": key.kid, "typ": "JWT"} | tamper.header
+        header = {k: v for k, v in merged.items() if v is not None}  # None removes a param
         if tamper.signing == "none":
             return _compact({"alg": "none", **header}, claims, lambda _: b"")
         if tamper.signing == "hs256-public-key":
