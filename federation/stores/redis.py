@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -32,8 +32,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from federation.errors import StoreUnavailable
 from federation.stores.base import JSON
-
-T = TypeVar("T")
 
 # Seconds. A hub request must not hang on Redis: the connect timeout bounds an unreachable
 # host, the read timeout a stalled server (Redis answers in well under a millisecond; one
@@ -145,7 +143,8 @@ class RedisStore:
     def _key(self, key: str) -> str:
         return self._prefix + key
 
-    async def _call(self, what: str, pending: Awaitable[T] | Any) -> Any:
+    async def _call(self, what: str, pending: object) -> Any:
+        # redis-py types its commands for sync and async clients at once: an awaitable here.
         with _unavailable(what):
             return await cast("Awaitable[Any]", pending)
 
