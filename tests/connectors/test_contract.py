@@ -1,0 +1,127 @@
+"""The contract every ``CallbackConnector`` honours, run against each registered type.
+
+A new connector type joins by adding a harness to ``HARNESSES``: a test below fails until
+every type of ``default_registry()`` has one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connectors.base import CallbackConnector, CallbackRequest, LoginRedirect, LoginRequest
+from connectors.registry import ConnectorContext, default_registry
+from federation.errors import IsthmusError
+from federation.settings import (
+    ConnectionSettings,
+    MockConnectionSettings,
+    MockUser,
+    PartnerKind,
+    PartnerSettings,
+)
+from tests.fakes.oidc_idp import FakeOidcProvider, FakeUser
+
+CALLBACK = "https://hub.test/callback/conn-1"
+
+
+@dataclass
+class Harness:
+    """A connector built through the registry, and a stand-in for the user's browser."""
+
+    connector: CallbackConnector
+    partner: PartnerSettings
+    connection: ConnectionSettings
+    answer: Callable[[LoginRedirect], Awaitable[dict[str, str]]]
+
+
+def partner_with(connection: ConnectionSettings) -> PartnerSettings:
+    return PartnerSettings(
+        id="acme", name="Acme", kind=PartnerKind.supplier, domains=("acme.test",),
+        connections=(connection,),
+    )
+
+
+def build(connection: ConnectionSettings, context: ConnectorContext) -> tuple[
+    PartnerSettings, CallbackConnector
+]:
+    partner = partner_with(connection)
+    return partner, default_registry().build(partner, connection, context)
+
+
+def mock_harness() -> Harness:
+    connection = MockConnectionSettings(
+        type="mock", id="conn-1", users=(MockUser(subject="u-1", email="u1@acme.test"),)
+    )
+    partner, connector = build(connection, ConnectorContext(hub_base_url="https://hub.test"))
+
+    async def answer(redirect: LoginRedirect) -> dict[str, str]:
+        state = parse_qs(urlsplit(redirect.url).query)["state"][0]
+        return {"state": state, "user": "u-1"}  # what the hub's user picker posts back
+
+    return Harness(connector, partner, connection, answer)
+
+
+def oidc_harness() -> Harness:
+    idp = FakeOidcProvider(users=[FakeUser("u-1", email="u1@acme.test")])
+    connection = idp.connection_settings(id="conn-1")
+    context = ConnectorContext(hub_base_url="https://hub.test", transport=idp.transport)
+    partner, connector = build(connection, context)
+    return Harness(connector, partner, connection, lambda redirect: idp.authorize(redirect.url))
+
+
+HARNESSES: dict[str, Callable[[], Harness]] = {"mock": mock_harness, "oidc": oidc_harness}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def harness(request: pytest.FixtureRequest) -> Harness:
+    return HARNESSES[request.param]()
+
+
+def test_every_registered_connector_type_runs_the_contract() -> None:
+    assert default_registry().types == set(HARNESSES)
+
+
+async def test_it_claims_the_callback_capability(harness: Harness) -> None:
+    assert isinstance(harness.connector, CallbackConnector)
+    assert harness.connector.id == harness.connection.id
+    assert harness.connector.partner_id == harness.partner.id
+
+
+async def test_login_url_carries_the_state_and_a_json_flow_state(harness: Harness) -> None:
+    redirect = await harness.connector.login_url(LoginRequest(CALLBACK, "flow-xyz"))
+
+    assert parse_qs(urlsplit(redirect.url).query)["state"] == ["flow-xyz"]
+    assert json.loads(json.dumps(redirect.flow_state)) == redirect.flow_state
+
+
+async def test_handle_callback_returns_an_identity_of_this_connection(harness: Harness) -> None:
+    redirect = await harness.connector.login_url(LoginRequest(CALLBACK, "flow-1"))
+    params = await harness.answer(redirect)
+
+    identity = await harness.connector.handle_callback(
+        CallbackRequest(CALLBACK, params), redirect.flow_state
+    )
+
+    assert identity.partner_id == harness.partner.id
+    assert identity.connection_id == harness.connection.id
+    assert identity.issuer
+    assert identity.subject == "u-1"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"garbage": "x"}, {"state": "flow-1", "user": "nobody", "code": "nothing"}],
+    ids=["empty", "garbage", "unknown"],
+)
+async def test_a_garbage_callback_raises_an_isthmus_error(
+    harness: Harness, params: dict[str, str]
+) -> None:
+    redirect = await harness.connector.login_url(LoginRequest(CALLBACK, "flow-1"))
+
+    with pytest.raises(IsthmusError):
+        await harness.connector.handle_callback(CallbackRequest(CALLBACK, params),
+                                                redirect.flow_state)
