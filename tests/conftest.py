@@ -3,4 +3,5 @@
 pytest_plugins: list[str] = [
     "tests.peers.redis",
     "tests.peers.oidc_provider",
+    "tests.peers.asgi",
 ]

@@ -9,8 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
 
+from tests.peers.asgi import ServeApp
 from tests.peers.browser import Browser, find_form
+from tests.peers.common import free_port
 from tests.peers.oidc_provider import Peer, StartPeer
 from tests.peers.oidc_rp import OidcRP
 
@@ -129,3 +135,49 @@ def test_one_browser_two_partners_keeps_sessions_apart(
         third = acme_rp.finish(browser.location(again), flow)
     assert first.claims["sub"] == third.claims["sub"] == "bob"
     assert second.claims["sub"] == "g-0001"
+
+
+def test_browser_crosses_hosts_into_a_real_rp(
+    oidc_provider_peer: StartPeer, asgi_server: ServeApp
+) -> None:
+    """The shape of a hub test: an RP app on a real port, a peer redirecting the browser to it."""
+    rp_port = free_port()
+    rp_url = f"http://127.0.0.1:{rp_port}"
+    peer = oidc_provider_peer(
+        "initech",
+        email_domain="initech.example",
+        client_id="rp",
+        client_secret="rp-secret",
+        redirect_uris=[f"{rp_url}/callback"],
+    )
+    flows: dict[str, dict[str, str]] = {}
+    rp = OidcRP(
+        peer.issuer, client_id="rp", client_secret="rp-secret", redirect_uri=f"{rp_url}/callback"
+    )
+
+    def login(request: Request) -> Response:
+        url, flow = rp.authorization_url()
+        flows[flow["state"]] = flow
+        return RedirectResponse(url, status_code=303)
+
+    def callback(request: Request) -> Response:
+        flow = flows.pop(request.query_params["state"])
+        result = rp.finish(str(request.url), flow)
+        response = JSONResponse(result.claims)
+        response.set_cookie("rp_session", result.claims["sub"], httponly=True)
+        return response
+
+    app = Starlette(routes=[Route("/login", login), Route("/callback", callback)])
+    try:
+        assert asgi_server(app, port=rp_port) == rp_url
+        with Browser() as browser:
+            page = browser.get(f"{rp_url}/login")
+            assert str(page.url).startswith(f"{peer.issuer}/interaction/")
+            done = browser.login(page, "carol@initech.example", "carol-password")
+            assert done.status_code == 200, done.text
+            assert str(done.url).startswith(f"{rp_url}/callback?")
+            assert done.json()["email"] == "carol@initech.example"
+            assert [r.url.port for r in browser.history] == [peer.port, peer.port, rp_port]
+            assert browser.cookies.get("rp_session") == "carol"
+    finally:
+        rp.close()
