@@ -21,7 +21,7 @@ from federation.broker.login import Broker
 from federation.errors import IsthmusError
 from federation.hub import Hub, build_hub
 from federation.settings import Settings
-from federation.web import errors, pages
+from federation.web import errors, pages, provider
 
 _log = logging.getLogger("isthmus")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -80,12 +80,10 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
 
 
 def _routes() -> list[BaseRoute]:
-    from federation.oidc import routes as oidc_routes
-
     static = Path(__file__).parent / "static"
     return [
         Route("/healthz", healthz, methods=["GET"]),
         *pages.routes,
-        *oidc_routes.routes,
+        *provider.routes,
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
