@@ -1,0 +1,357 @@
+"""The ``isthmus`` command line: demo, serve, check-config and signing-key management.
+
+Expected failures (a bad configuration, a missing key file) print a short report and exit
+with status 1; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+import typer
+
+from federation.errors import ConfigError
+from federation.keys import KeySet, load_or_create, rotate_file
+from federation.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="isthmus",
+    help="Isthmus: the extranet federation and SSO hub.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Manage the hub's signing keys (a JSON key set file).",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DEMO_ORIGIN = "http://127.0.0.1:8080"
+KeyAlg = Literal["RS256", "ES256"]
+
+
+def main() -> None:
+    app()
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def problem_report(source: str, error: ConfigError) -> str:
+    """Every problem of a configuration, one line each with the path of the bad key."""
+    count = len(error.problems)
+    lines = [f"{source}: {count} configuration problem{'s' if count != 1 else ''}:"]
+    lines += [f"  {path or '<root>'}: {message}" for path, message in error.problems]
+    return "\n".join(lines)
+
+
+def summary(settings: Settings) -> str:
+    connections = sum(1 for _ in settings.connections())
+    return (
+        f"configuration OK: {_plural(len(settings.partners), 'partner')}, "
+        f"{_plural(connections, 'connection')}, {_plural(len(settings.clients), 'client')}"
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _load_or_exit(config: Path, *, err: bool = True) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(problem_report(str(config), exc), err=err)
+        raise typer.Exit(1) from None
+
+
+# --- check-config and serve ---------------------------------------------------------------
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
+) -> None:
+    """Validate a configuration: report every problem at once, with the path of each bad key.
+
+    ISTHMUS_* environment variables override the file, as at start-up.
+    """
+    settings = _load_or_exit(file, err=False)  # the report is this command's output
+    typer.echo(summary(settings))
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")],
+) -> None:
+    """Run the hub with the given configuration (ISTHMUS_* variables override the file)."""
+    settings = _load_or_exit(config)
+    from federation.web.app import create_app
+
+    hub_app = _create_or_exit(lambda: create_app(settings))
+    typer.echo(f"isthmus: {summary(settings)}; issuer {settings.issuer}")
+    _run(hub_app, settings.listen.host, settings.listen.port)
+
+
+def _create_or_exit(factory: Any) -> Any:
+    try:
+        return factory()
+    except (OSError, ValueError, KeyError) as exc:
+        # A key file that cannot be read or parsed, a store URL that cannot be used...
+        _fail(f"cannot start the hub: {exc}")
+
+
+def _run(asgi_app: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(asgi_app, host=host, port=port, log_level="info", proxy_headers=False)
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    email: str
+    partner: str
+    note: str
+
+
+def demo_settings(host: str = "127.0.0.1", port: int = 8080) -> Settings:
+    """The packaged demo configuration, moved to ``host:port``; ISTHMUS_* is ignored."""
+    text = resources.files("federation.demo").joinpath("demo.yaml").read_text(encoding="utf-8")
+    origin = demo_origin(host, port)
+    text = text.replace(DEMO_ORIGIN, origin)
+    text = text.replace("host: 127.0.0.1", f"host: {json.dumps(host)}")
+    text = text.replace("port: 8080", f"port: {port}")
+    with tempfile.TemporaryDirectory(prefix="isthmus-demo-") as tmp:
+        path = Path(tmp) / "demo.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_settings(path, env={})
+
+
+def demo_origin(host: str, port: int) -> str:
+    """The URL browsers use: a wildcard listen address is reached through the loopback."""
+    public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    if ":" in public_host:
+        public_host = f"[{public_host}]"
+    return f"http://{public_host}:{port}"
+
+
+def demo_users(settings: Settings) -> list[DemoUser]:
+    users: list[DemoUser] = []
+    for partner in settings.partners:
+        several = len(partner.connections) > 1
+        for connection in partner.connections:
+            for user in getattr(connection, "users", ()):
+                note = f"{partner.kind.value}, {partner.status.value}"
+                if several:
+                    note += ", two sign-in methods"
+                users.append(DemoUser(user.email, partner.name, note))
+    return users
+
+
+def build_demo_app(settings: Settings) -> Any:
+    """The hub with the demo app mounted at /demo-app (the hub's own app is not modified)."""
+    from federation.demo.app import DemoAppConfig, create_demo_app
+    from federation.web.app import create_app
+
+    hub_app = create_app(settings)
+    client = next(c for c in settings.clients if c.client_id == "demo-app")
+    assert client.client_secret is not None
+    origin = settings.issuer.rstrip("/")
+    demo = create_demo_app(
+        DemoAppConfig(
+            issuer=origin,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            redirect_uri=client.redirect_uris[0],
+            post_logout_redirect_uri=client.post_logout_redirect_uris[0],
+            scopes=client.scopes,
+        )
+    )
+    return PrefixDispatcher("/demo-app", demo, hub_app)
+
+
+class PrefixDispatcher:
+    """Send ``/demo-app`` and below to the demo app, everything else (and lifespan) to the hub."""
+
+    def __init__(self, prefix: str, mounted: Any, default: Any) -> None:
+        from starlette.routing import Mount
+
+        self.prefix = prefix
+        self.mount = Mount(prefix, app=mounted)
+        self.default = default
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.responses import RedirectResponse
+        from starlette.routing import Match
+
+        if scope["type"] in ("http", "websocket"):
+            path = scope.get("path", "")
+            if path == self.prefix:
+                await RedirectResponse(self.prefix + "/", status_code=307)(scope, receive, send)
+                return
+            match, child_scope = self.mount.matches(scope)
+            if match is Match.FULL:
+                await self.mount.handle({**scope, **child_scope}, receive, send)
+                return
+        await self.default(scope, receive, send)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
+) -> None:
+    """Run a self-contained demo: demo partners on a mock IdP, an in-memory hub and a demo app."""
+    try:
+        settings = demo_settings(host, port)
+    except ConfigError as exc:  # only if the packaged file and the options disagree
+        typer.echo(problem_report("demo configuration", exc), err=True)
+        raise typer.Exit(1) from None
+    asgi_app = _create_or_exit(lambda: build_demo_app(settings))
+    typer.echo(demo_banner(settings))
+    _run(asgi_app, host, port)
+
+
+def demo_banner(settings: Settings) -> str:
+    origin = settings.issuer.rstrip("/")
+    width = max(len(u.email) for u in demo_users(settings))
+    lines = [
+        "",
+        "Isthmus demo — in-memory store and keys, demo partners on a mock IdP (no passwords).",
+        "",
+        f"  Open the demo app:   {origin}/demo-app/",
+        f"  or the hub itself:   {origin}/",
+        "",
+        "  Type one of these work emails on the sign-in page:",
+    ]
+    lines += [f"    {u.email:<{width}}  {u.partner} ({u.note})" for u in demo_users(settings)]
+    lines += [
+        f"    {'someone@unknown.example':<{width}}  no such partner: discovery says so",
+        "",
+        "  Press Ctrl+C to stop. Nothing is kept.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+def _key_path(path: Path | None, config: Path | None) -> Path:
+    if path is not None and config is not None:
+        _fail("give either --path or --config, not both")
+    if path is not None:
+        return path
+    if config is None:
+        _fail("give --path FILE (the key set) or --config FILE (reads keys.path)")
+    settings = _load_or_exit(config)
+    if settings.keys.path is None:
+        _fail(f"{config}: keys.path is not set, so the hub keeps its keys in memory only")
+    return settings.keys.path
+
+
+def _read_keyset(path: Path) -> KeySet:
+    if not path.exists():
+        _fail(f"no key set at {path}; create one with: isthmus keys init --path {path}")
+    try:
+        return KeySet.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(f"{path} is not an Isthmus key set: {exc}")
+
+
+PathOpt = Annotated[Path | None, typer.Option("--path", "-p", help="The JSON key set file.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="A configuration file: use its keys.path.")
+]
+
+
+@keys_app.command("init")
+def keys_init(
+    path: PathOpt = None,
+    config: ConfigOpt = None,
+    alg: Annotated[str, typer.Option("--alg", help="RS256 or ES256.")] = "RS256",
+) -> None:
+    """Create a key set (current + next) in a new file, mode 0600."""
+    algorithm = _algorithm(alg)
+    target = _key_path(path, config)
+    if target.exists():
+        _fail(f"{target} already exists; rotate it with: isthmus keys rotate --path {target}")
+    try:
+        keys = load_or_create(target, algorithm)
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror}")
+    typer.echo(f"created {target}")
+    _print_table(keys)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    path: PathOpt = None,
+    config: ConfigOpt = None,
+    alg: Annotated[
+        str | None, typer.Option("--alg", help="Algorithm of the new next key (default: same).")
+    ] = None,
+) -> None:
+    """Rotate: next becomes current, current becomes previous, a new next is made.
+
+    Running hubs pick the new set up within a second; tokens signed by the old current key
+    keep validating because it stays published as previous.
+    """
+    algorithm = _algorithm(alg) if alg is not None else None
+    target = _key_path(path, config)
+    before = _read_keyset(target)
+    try:
+        keys = rotate_file(target, algorithm)
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror}")
+    typer.echo(f"rotated {target}")
+    typer.echo(f"  current:  {keys.current.kid} (was next)")
+    typer.echo(f"  next:     {keys.next.kid} (new)")
+    typer.echo(f"  previous: {before.current.kid} (was current)")
+    if before.previous is not None:
+        typer.echo(f"  retired:  {before.previous.kid} (no longer published)")
+
+
+@keys_app.command("show")
+def keys_show(path: PathOpt = None, config: ConfigOpt = None) -> None:
+    """Show the key set: kid, algorithm, state and creation time of each key."""
+    _print_table(_read_keyset(_key_path(path, config)))
+
+
+def _algorithm(value: str) -> KeyAlg:
+    upper = value.upper()
+    if upper == "RS256":
+        return "RS256"
+    if upper == "ES256":
+        return "ES256"
+    _fail(f"--alg must be RS256 or ES256, not {value!r}")
+
+
+def _print_table(keys: KeySet) -> None:
+    rows = [("current", keys.current), ("next", keys.next)]
+    if keys.previous is not None:
+        rows.append(("previous", keys.previous))
+    kid_width = max(len("kid"), *(len(k.kid) for _, k in rows))
+    typer.echo(f"{'kid':<{kid_width}}  {'alg':<5}  {'state':<8}  created")
+    for state, key in rows:
+        created = datetime.fromtimestamp(key.created_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        typer.echo(f"{key.kid:<{kid_width}}  {key.alg:<5}  {state:<8}  {created}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
