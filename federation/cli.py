@@ -227,7 +227,8 @@ def demo(
 
 def demo_banner(settings: Settings) -> str:
     origin = settings.issuer.rstrip("/")
-    width = max(len(u.email) for u in demo_users(settings))
+    unknown = "someone@unknown.example"
+    width = max(len(unknown), *(len(u.email) for u in demo_users(settings)))
     lines = [
         "",
         "Isthmus demo — in-memory store and keys, demo partners on a mock IdP (no passwords).",
@@ -239,7 +240,7 @@ def demo_banner(settings: Settings) -> str:
     ]
     lines += [f"    {u.email:<{width}}  {u.partner} ({u.note})" for u in demo_users(settings)]
     lines += [
-        f"    {'someone@unknown.example':<{width}}  no such partner: discovery says so",
+        f"    {unknown:<{width}}  no such partner: the sign-in page says so",
         "",
         "  Press Ctrl+C to stop. Nothing is kept.",
         "",
