@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OIDC_DIR="$ROOT/tests/peers/oidc_provider"
 NODE22_VERSION="22.23.3"
-APT_PACKAGES=(redis-server redis-tools)
+APT_PACKAGES=(redis-server redis-tools chromium)
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any, Protocol
 
 import pytest
@@ -35,19 +36,17 @@ class ServeApp(Protocol):
     def __call__(self, app: Any, *, port: int | None = None, host: str = "127.0.0.1") -> str: ...
 
 
-@pytest.fixture
-def asgi_server() -> Iterator[ServeApp]:
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def serve(app: Any, *, port: int | None = None, host: str = "127.0.0.1") -> str:
-        port = port or free_port()
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="auto", ws="none"
-        )
-        server = uvicorn.Server(config)  # in a thread, uvicorn leaves signals alone
-        thread = threading.Thread(target=server.run, name=f"asgi-{host}:{port}", daemon=True)
-        thread.start()
-        running.append((server, thread))
+@contextmanager
+def serving(app: Any, *, port: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` while the block runs (for module-scoped servers); yield the base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="auto", ws="none"
+    )
+    server = uvicorn.Server(config)  # in a thread, uvicorn leaves signals alone
+    thread = threading.Thread(target=server.run, name=f"asgi-{host}:{port}", daemon=True)
+    thread.start()
+    try:
         deadline = time.monotonic() + START_TIMEOUT
         while not server.started:
             if not thread.is_alive():
@@ -55,12 +54,17 @@ def asgi_server() -> Iterator[ServeApp]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ASGI server on {host}:{port} not up in {START_TIMEOUT}s")
             time.sleep(0.01)  # poll interval
-        return f"http://{host}:{port}"
-
-    try:
-        yield serve
+        yield f"http://{host}:{port}"
     finally:
-        for server, _thread in running:
-            server.should_exit = True
-        for _server, thread in running:
-            thread.join(START_TIMEOUT)
+        server.should_exit = True
+        thread.join(START_TIMEOUT)
+
+
+@pytest.fixture
+def asgi_server() -> Iterator[ServeApp]:
+    with ExitStack() as stack:
+
+        def serve(app: Any, *, port: int | None = None, host: str = "127.0.0.1") -> str:
+            return stack.enter_context(serving(app, port=port, host=host))
+
+        yield serve
