@@ -23,6 +23,7 @@ from federation.errors import (
     UpstreamError,
 )
 from federation.identity import FederatedIdentity
+from federation.settings import MockConnectionSettings, PartnerKind, PartnerSettings
 from tests.fakes.oidc_idp import FakeOidcProvider, FakeUser
 
 CALLBACK = "https://hub.test/callback/acme-oidc"
@@ -531,3 +532,34 @@ async def test_a_token_response_without_an_id_token_is_refused() -> None:
 
     with pytest.raises(InvalidUpstreamResponse, match="no id_token"):
         await rig.sign_in()
+
+
+async def test_a_different_redirect_uri_at_the_token_endpoint_is_refused(rig: Rig) -> None:
+    params, redirect = await rig.callback_params()
+    moved = LoginRedirect(redirect.url, {**redirect.flow_state, "redirect_uri": CALLBACK + "x"})
+
+    assert isinstance(await refused(rig, params, moved), InvalidGrant)
+
+
+async def test_several_idps_are_reached_through_mounts() -> None:
+    acme = FakeOidcProvider("https://idp.acme.test", users=[ALICE])
+    globex = FakeOidcProvider("https://login.globex.test/tenant", users=[BOB], alg="ES256")
+    mounts = acme.mounts() | globex.mounts()
+    context = ConnectorContext(hub_base_url="https://hub.test", mounts=mounts)
+    for idp, sub in ((acme, "alice-123"), (globex, "bob-456")):
+        connector = OidcConnector("p", idp.connection_settings(), context)
+        redirect = await connector.login_url(LoginRequest(CALLBACK, "flow-1"))
+        params = await idp.authorize(redirect.url)
+
+        identity = await connector.handle_callback(CallbackRequest(CALLBACK, params),
+                                                   redirect.flow_state)
+
+        assert (identity.issuer, identity.subject) == (idp.issuer, sub)
+
+
+def test_from_settings_refuses_another_connection_type() -> None:
+    partner = PartnerSettings(id="acme", name="Acme", kind=PartnerKind.supplier)
+    with pytest.raises(TypeError):
+        OidcConnector.from_settings(
+            partner, MockConnectionSettings(type="mock", id="m"), ConnectorContext()
+        )
