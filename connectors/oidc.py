@@ -16,6 +16,7 @@ wrong; the email domain is *not* checked here: the broker binds identities to pa
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import secrets
@@ -240,8 +241,8 @@ class OidcConnector:
             token_endpoint_auth_method=self.settings.token_endpoint_auth_method,
             **self._context.http_options(self.settings.timeout_seconds),
         )
-        async with client:
-            try:
+        try:
+            async with asyncio.timeout(self.settings.timeout_seconds), client:
                 token = await client.fetch_token(
                     metadata.token_endpoint,
                     grant_type="authorization_code",
@@ -249,15 +250,15 @@ class OidcConnector:
                     redirect_uri=flow.redirect_uri,
                     code_verifier=flow.code_verifier,
                 )
-            except OAuthError as exc:
-                raise self._token_error(str(exc.error), exc.description) from None
-            except httpx.HTTPStatusError as exc:
-                status = exc.response.status_code
-                raise self._upstream(f"token endpoint answered HTTP {status}") from None
-            except httpx.HTTPError as exc:
-                raise self._upstream(f"token endpoint unreachable: {exc!r}") from None
-            except ValueError:
-                raise self._upstream("token endpoint answer is not a JSON object") from None
+        except OAuthError as exc:
+            raise self._token_error(str(exc.error), exc.description) from None
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            raise self._upstream(f"token endpoint answered HTTP {status}") from None
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._upstream(f"token endpoint unreachable: {exc!r}") from None
+        except ValueError:
+            raise self._upstream("token endpoint answer is not a JSON object") from None
         return TokenResponse.parse(dict(token))
 
     def _token_error(self, error: str, description: Any) -> UpstreamError | InvalidGrant:
@@ -351,10 +352,11 @@ class OidcConnector:
         self, url: str, what: str, headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
         request_headers = {"Accept": "application/json", **(headers or {})}
-        try:
-            async with self._context.http_client(self.settings.timeout_seconds) as client:
+        timeout = self.settings.timeout_seconds
+        try:  # httpx's timeout is per socket operation; asyncio's bounds the whole answer
+            async with asyncio.timeout(timeout), self._context.http_client(timeout) as client:
                 response = await client.get(url, headers=request_headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise self._upstream(f"{what} at {url} unreachable: {exc!r}") from None
         if response.status_code != 200:
             raise self._upstream(f"{what} at {url} answered HTTP {response.status_code}")

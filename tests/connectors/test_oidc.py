@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -563,3 +564,24 @@ def test_from_settings_refuses_another_connection_type() -> None:
         OidcConnector.from_settings(
             partner, MockConnectionSettings(type="mock", id="m"), ConnectorContext()
         )
+
+
+class Stalled(httpx.AsyncBaseTransport):
+    """The fake IdP, except that one path never answers (a hung or trickling IdP)."""
+
+    def __init__(self, idp: FakeOidcProvider, path: str) -> None:
+        self.idp, self.path = idp, path
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == self.path:
+            await asyncio.Event().wait()
+        return await self.idp.transport.handle_async_request(request)
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/token"])
+async def test_a_hung_idp_is_cut_off_after_timeout_seconds(path: str) -> None:
+    idp = FakeOidcProvider(users=[ALICE])
+    rig = make_rig(idp, transport=Stalled(idp, path), timeout_seconds=0.05)
+
+    with pytest.raises(UpstreamError, match="unreachable"):
+        await rig.sign_in()
