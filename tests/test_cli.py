@@ -365,3 +365,36 @@ async def test_demo_dispatcher_routes_by_prefix() -> None:
         assert page.status_code == 200
         assert 'id="sign-in"' in page.text
         assert (await http.get("/demo-application")).status_code == 404  # not the demo app
+
+
+# --- the README stays true -------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    text = README.read_text()
+    head, _, rest = text.partition("```sh\n")
+    title, sentence = [line for line in head.splitlines() if line.strip()]
+    assert title == "# Isthmus"
+    assert sentence.count(". ") == 0 and sentence.endswith(".")
+    block = rest.split("```", 1)[0]
+    assert block.splitlines() == [
+        "./scripts/setup.sh && .venv/bin/isthmus demo",
+        "./scripts/test.sh",
+    ]
+
+
+def test_readme_configuration_example_passes_check_config(tmp_path: Path) -> None:
+    example = README.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    result = invoke("check-config", str(path))
+    assert result.exit_code == 0, result.output
+    assert "1 partner, 1 connection, 1 client" in result.stdout
+
+
+def test_readme_demo_emails_are_the_demo_users() -> None:
+    text = README.read_text()
+    for user in cli.demo_users(cli.demo_settings()):
+        assert f"`{user.email}`" in text
