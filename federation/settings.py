@@ -235,11 +235,54 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     try:
         settings = _validate(data, environ)
     except ValidationError as exc:
-        raise ConfigError([(_dotted(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+        structural = [(_dotted(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise ConfigError(structural + _salvaged_problems(data, environ, exc)) from None
     problems = list(_semantic_problems(settings))
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+_LISTS = ("partners", "clients")
+
+
+def _salvaged_problems(
+    data: dict[str, Any], environ: Mapping[str, str], exc: ValidationError
+) -> list[tuple[str, str]]:
+    """Cross-check what is structurally sound, so one run reports both kinds of problem.
+
+    Entries with structural errors are set aside (a whole list item, or a top-level key);
+    paths of the cross-check problems are mapped back to the file's own indices.
+    """
+    bad_items: dict[str, set[int]] = {name: set() for name in _LISTS}
+    bad_keys: set[str] = set()
+    for error in exc.errors():
+        loc = error["loc"]
+        if len(loc) > 1 and loc[0] in _LISTS and isinstance(loc[1], int):
+            bad_items[str(loc[0])].add(loc[1])
+        elif loc:
+            bad_keys.add(str(loc[0]))
+    sound = {k: v for k, v in data.items() if k not in bad_keys}
+    kept: dict[str, list[int]] = {}
+    for name in _LISTS:
+        items = sound.get(name)
+        if isinstance(items, list):
+            kept[name] = [i for i in range(len(items)) if i not in bad_items[name]]
+            sound[name] = [items[i] for i in kept[name]]
+    try:
+        settings = _validate(sound, environ)
+    except ValidationError:
+        return []
+    return [(_original_path(path, kept), msg) for path, msg in _semantic_problems(settings)]
+
+
+def _original_path(path: str, kept: Mapping[str, list[int]]) -> str:
+    head, _, rest = path.partition(".")
+    index, _, tail = rest.partition(".")
+    if head not in kept or not index.isdigit():
+        return path
+    original = f"{head}.{kept[head][int(index)]}"
+    return f"{original}.{tail}" if tail else original
 
 
 def _validate(data: dict[str, Any], environ: Mapping[str, str]) -> Settings:

@@ -212,17 +212,21 @@ def test_semantic_problems_are_all_reported_with_their_paths(tmp_path: Path) -> 
     assert any("fragment" in m for m in found["clients.1.redirect_uris.0"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_settings runs the cross-checks only once the structure is valid: a file "
-    "with both kinds of problem reports the structural ones first (federation/settings.py)",
-)
 def test_structural_and_semantic_problems_in_one_report(tmp_path: Path) -> None:
     data = valid_config()
     data["colour"] = "blue"
     data["clients"][0].pop("client_secret")
     found = problems_of(write(tmp_path, data))
     assert "colour" in found and "clients.0.client_secret" in found
+
+
+def test_cross_checks_keep_the_file_indices_when_an_entry_is_broken(tmp_path: Path) -> None:
+    data = valid_config()
+    broken = dict(data["partners"][0], id="Not Valid!")
+    second = dict(data["partners"][0], id="second")  # claims the same domain as the first
+    data["partners"] = [broken, data["partners"][0], second]
+    found = problems_of(write(tmp_path, data))
+    assert "partners.0.id" in found and "partners.2.domains" in found
 
 
 @pytest.mark.parametrize(

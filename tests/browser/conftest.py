@@ -23,7 +23,9 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API keeps an event loop running on this thread while
+# it is open, which would break the asyncio tests collected after the browser tier.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not shutil.which(CHROMIUM):
         missing("chromium", "apt-get install chromium (scripts/install-test-deps.sh)")
