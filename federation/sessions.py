@@ -51,6 +51,7 @@ class SessionManager:
         await self._store.set_add(
             _partner_index(identity.partner_id), digest(session.id), self._ttl
         )
+        await self._store.put(_sid_key(session.sid), {"session": digest(session.id)}, self._ttl)
         return session
 
     async def get(self, session_id: str) -> Session | None:
@@ -66,10 +67,15 @@ class SessionManager:
             int(data["expires_at"]),
         )
 
+    async def identity_for_sid(self, sid: str) -> FederatedIdentity | None:
+        """The identity behind a public ``sid`` (as put in tokens) while its session lives."""
+        return await identity_for_sid(self._store, sid, self._clock())
+
     async def end(self, session_id: str) -> Session | None:
         session = await self.get(session_id)
         await self._store.delete(_key(session_id))
         if session is not None:
+            await self._store.delete(_sid_key(session.sid))
             await self._store.set_remove(
                 _partner_index(session.identity.partner_id), digest(session_id)
             )
@@ -82,6 +88,20 @@ class SessionManager:
             ended += await self._store.delete(f"session:{hashed}")
         await self._store.delete(index)
         return ended
+
+
+async def identity_for_sid(store: Store, sid: str, now: float) -> FederatedIdentity | None:
+    if not sid or len(sid) > 64:
+        return None
+    index = await store.get(_sid_key(sid))
+    data = await store.get(f"session:{index['session']}") if index else None
+    if data is None or data["expires_at"] <= now:
+        return None
+    return FederatedIdentity.from_dict(data["identity"])
+
+
+def _sid_key(sid: str) -> str:
+    return f"session-sid:{sid}"
 
 
 def _key(session_id: str) -> str:

@@ -15,7 +15,6 @@ Store layout (``h(x)`` is SHA-256 hex; raw tokens are never stored):
 * ``oidc:refresh:{h(rt)}`` — a live refresh token → its family (taken once)
 * ``oidc:refresh-used:{h(rt)}`` — a rotated refresh token → its family (reuse detection)
 * ``oidc:revoked-jti:{jti}`` — a revoked access token, until it would have expired
-* ``oidc:sid:{sid}`` — public ``sid`` → the session's store digest (is it still alive?)
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from typing import Any
 
 from federation.identity import FederatedIdentity
 from federation.oidc.context import ProviderContext
-from federation.sessions import Session, digest
+from federation.sessions import identity_for_sid
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +72,9 @@ def new_token() -> str:
 # --- sessions -------------------------------------------------------------------------
 
 
-async def remember_session(ctx: ProviderContext, session: Session) -> None:
-    """Index the session under its public ``sid`` so tokens can ask whether it still lives."""
-    ttl = session.expires_at - ctx.now()
-    if ttl > 0:
-        await ctx.store.put(f"oidc:sid:{session.sid}", {"session": digest(session.id)}, ttl)
-
-
 async def session_identity(ctx: ProviderContext, sid: str) -> FederatedIdentity | None:
     """The identity of the hub session behind ``sid`` while it lives (logout ends it)."""
-    if not sid or len(sid) > 64:
-        return None
-    index = await ctx.store.get(f"oidc:sid:{sid}")
-    if index is None:
-        return None
-    # SessionManager keeps each session under "session:{sha256(id)}" (federation.sessions).
-    data = await ctx.store.get(f"session:{index['session']}")
-    if data is None or int(data["expires_at"]) <= ctx.now():
-        return None
-    return FederatedIdentity.from_dict(data["identity"])
+    return await identity_for_sid(ctx.store, sid, ctx.clock())
 
 
 async def session_alive(ctx: ProviderContext, sid: str) -> bool:

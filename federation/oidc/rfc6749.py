@@ -38,7 +38,6 @@ from federation.oidc.grants import (
     add_access_token,
     new_family_id,
     new_token,
-    remember_session,
     revoke_family,
     session_alive,
     store_refresh_token,
@@ -209,7 +208,6 @@ async def issue_code(ctx: ProviderContext, request: AuthorizationRequest, sessio
         sid=session.sid,
         auth_time=session.identity.auth_time or session.created_at,
     )
-    await remember_session(ctx, session)
     code = new_token()
     await ctx.store.put(
         f"oidc:code:{token_hash(code)}",

@@ -20,7 +20,7 @@ from federation.identity import FederatedIdentity
 from federation.keys import KeyManager
 from federation.oidc import core, discovery, rfc6749, rfc7009, rfc7636, rfc7662, rfc9068
 from federation.oidc.context import ProviderContext
-from federation.oidc.grants import Grant, remember_session
+from federation.oidc.grants import Grant
 from federation.oidc.refresh import exchange_refresh_token
 from federation.oidc.rpinitiated import validate_logout_request
 from federation.registry import StaticRegistry
@@ -49,7 +49,6 @@ def client(ctx: ProviderContext, client_id: str) -> ClientSettings:
 
 async def signed_in(ctx: ProviderContext) -> Grant:
     session = await SessionManager(ctx.store, 3600).create(ALICE)
-    await remember_session(ctx, session)
     return Grant("orders", ("openid", "email"), ALICE, session.sid, session.created_at)
 
 
