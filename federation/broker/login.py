@@ -49,7 +49,9 @@ class Broker:
     def discover(self, email_or_domain: str) -> Realm | None:
         return discover(self.hub.registry, email_or_domain)
 
-    async def start(self, flow: LoginFlow, connection_id: str) -> str:
+    async def start(
+        self, flow: LoginFlow, connection_id: str, request_id: str | None = None
+    ) -> str:
         """Ask the connector for the upstream URL; keep its opaque state under the flow id."""
         found = self.hub.connector(connection_id)
         if found is None:
@@ -57,9 +59,21 @@ class Broker:
         partner, connector = found
         if not partner.may_sign_in(datetime.fromtimestamp(self.hub.clock(), UTC)):
             raise PartnerNotActive(f"partner {partner.id} may not sign in")
-        redirect = await connector.login_url(
-            LoginRequest(self.hub.callback_url(connection_id), flow.id, flow.login_hint)
-        )
+        try:
+            redirect = await connector.login_url(
+                LoginRequest(self.hub.callback_url(connection_id), flow.id, flow.login_hint)
+            )
+        except IsthmusError as exc:  # e.g. the partner IdP is down: audited like a callback
+            self.hub.audit.emit(
+                "login.failed",
+                outcome="failure",
+                partner=partner.id,
+                connection=connection_id,
+                reason=exc.error,
+                detail=exc.detail,
+                request_id=request_id,
+            )
+            raise
         await self.flows.save(flow.started(connection_id, redirect.flow_state))
         self.hub.audit.emit("login.started", partner=partner.id, connection=connection_id)
         return redirect.url

@@ -126,7 +126,7 @@ async def _continue(request: Request, flow: LoginFlow, realm: Realm, email: str)
 
 
 async def _start(request: Request, flow: LoginFlow, connection_id: str) -> Response:
-    url = await broker_of(request).start(flow, connection_id)
+    url = await broker_of(request).start(flow, connection_id, request.state.request_id)
     return _with_flow_cookie(request, RedirectResponse(url, status_code=303), flow)
 
 
