@@ -356,15 +356,13 @@ def assert_error_page(response: httpx.Response, status: int, code: str) -> str:
 def mapped_acr_amr(spec: PartnerSpec, upstream: dict[str, Any]) -> tuple[str | None, list[str]]:
     """acr/amr as the hub maps them: the partner's values when trusted, else dropped.
 
-    The node peer (tests/peers/oidc_provider/server.mjs) replaces oidc-provider's default
-    ``claims`` configuration, which drops ``acr`` (and never lists ``amr``): its ID tokens
-    carry neither today, so a trusted partner's tokens have no ``acr`` and ``amr == []``.
-    Should the peer start sending them, the expectation follows what it sent.
+    The node peer signs users in with ``acr: urn:partner:pwd`` and ``amr: ["pwd"]``
+    (tests/peers/oidc_provider/server.mjs), and puts both in its ID tokens.
     """
+    assert upstream.get("acr") == "urn:partner:pwd" and upstream.get("amr") == ["pwd"], upstream
     if not spec.trust_acr:
         return None, []
-    raw_amr = upstream.get("amr")
-    return upstream.get("acr"), list(raw_amr) if isinstance(raw_amr, list) else []
+    return "urn:partner:pwd", ["pwd"]
 
 
 def hub_jwk_key(hub_url: str, jwks_uri: str, token: str) -> jwt.PyJWK:

@@ -128,7 +128,9 @@ const configuration = {
     },
   },
   claims: {
-    openid: ['sub'],
+    // acr/amr come from the login result; listing them under `openid` lets them pass the
+    // scope mask into the ID token, so the hub's acr/amr mapping meets real values.
+    openid: ['sub', 'acr', 'amr', 'auth_time'],
     email: ['email', 'email_verified'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username'],
     groups: ['groups'],
