@@ -1,0 +1,1 @@
+"""Benchmarks (never collected by pytest: its testpaths is tests/). See bench/README.md."""
