@@ -44,3 +44,10 @@ class CallbackConnector(Protocol):
     async def handle_callback(
         self, request: CallbackRequest, flow_state: Mapping[str, Any]
     ) -> FederatedIdentity: ...
+
+
+@runtime_checkable
+class ClosableConnector(Protocol):
+    """A connector holding resources (pooled HTTP connections) to release at shutdown."""
+
+    async def aclose(self) -> None: ...

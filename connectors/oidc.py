@@ -155,6 +155,10 @@ class OidcConnector:
         self._context = context
         self._metadata: _Cached | None = None
         self._jwks: _Cached | None = None
+        # Long-lived clients: keep-alive to the IdP instead of new TCP+TLS per call. Only
+        # return values are used, so concurrent logins share them safely; aclose() ends them.
+        self._http: httpx.AsyncClient | None = None
+        self._oauth: AsyncOAuth2Client | None = None
 
     @classmethod
     def from_settings(
@@ -210,6 +214,13 @@ class OidcConnector:
             claims = {**userinfo, **claims}  # the signed ID token wins over userinfo
         return self._identity(claims)
 
+    async def aclose(self) -> None:
+        """Close the pooled connections to the IdP (the hub calls this at shutdown)."""
+        for client in (self._oauth, self._http):
+            if client is not None:
+                await client.aclose()
+        self._oauth = self._http = None
+
     # --- authorization response (RFC 6749 §4.1.2, RFC 9207) ------------------------------
 
     def _authorization_code(self, params: Mapping[str, Any], flow: FlowState) -> str:
@@ -235,15 +246,16 @@ class OidcConnector:
     async def _redeem(
         self, metadata: ProviderMetadata, code: str, flow: FlowState
     ) -> TokenResponse:
-        client = AsyncOAuth2Client(
-            client_id=self.settings.client_id,
-            client_secret=self.settings.client_secret,
-            token_endpoint_auth_method=self.settings.token_endpoint_auth_method,
-            **self._context.http_options(self.settings.timeout_seconds),
-        )
+        if self._oauth is None:
+            self._oauth = AsyncOAuth2Client(
+                client_id=self.settings.client_id,
+                client_secret=self.settings.client_secret,
+                token_endpoint_auth_method=self.settings.token_endpoint_auth_method,
+                **self._context.http_options(self.settings.timeout_seconds),
+            )
         try:
-            async with asyncio.timeout(self.settings.timeout_seconds), client:
-                token = await client.fetch_token(
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                token = await self._oauth.fetch_token(
                     metadata.token_endpoint,
                     grant_type="authorization_code",
                     code=code,
@@ -354,8 +366,10 @@ class OidcConnector:
         request_headers = {"Accept": "application/json", **(headers or {})}
         timeout = self.settings.timeout_seconds
         try:  # httpx's timeout is per socket operation; asyncio's bounds the whole answer
-            async with asyncio.timeout(timeout), self._context.http_client(timeout) as client:
-                response = await client.get(url, headers=request_headers)
+            if self._http is None:
+                self._http = self._context.http_client(timeout)
+            async with asyncio.timeout(timeout):
+                response = await self._http.get(url, headers=request_headers)
         except (httpx.HTTPError, TimeoutError) as exc:
             raise self._upstream(f"{what} at {url} unreachable: {exc!r}") from None
         if response.status_code != 200:

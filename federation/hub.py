@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from connectors.base import CallbackConnector
+from connectors.base import CallbackConnector, ClosableConnector
 from connectors.registry import ConnectorContext, ConnectorRegistry, default_registry
 from federation.audit import Audit
 from federation.keys import KeyManager
@@ -55,6 +55,14 @@ class Hub:
             )
             self._connectors[connection_id] = found
         return found
+
+    async def aclose(self) -> None:
+        """Release what the hub holds: connectors' HTTP pools, then the store."""
+        for _, connector in self._connectors.values():
+            if isinstance(connector, ClosableConnector):
+                await connector.aclose()
+        self._connectors.clear()
+        await self.store.aclose()
 
     def callback_url(self, connection_id: str) -> str:
         return f"{self.issuer}/callback/{connection_id}"

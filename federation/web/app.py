@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await hub.store.aclose()
+        await hub.aclose()
 
     app = Starlette(
         routes=_routes(),

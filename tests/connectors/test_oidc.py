@@ -150,6 +150,20 @@ async def test_rs256_sign_in_maps_the_identity(rig: Rig) -> None:
     assert rig.idp.last_authorize_params["login_hint"] == "alice-123"
 
 
+async def test_http_clients_are_pooled_per_connector_and_closed_by_aclose(rig: Rig) -> None:
+    await rig.sign_in()
+    clients = (rig.connector._oauth, rig.connector._http)
+    await rig.sign_in()
+    assert (rig.connector._oauth, rig.connector._http) == clients  # keep-alive, not per call
+    assert all(c is not None and not c.is_closed for c in clients)
+
+    await rig.connector.aclose()
+
+    assert all(c is not None and c.is_closed for c in clients)
+    await rig.sign_in()  # usable again after a close: new clients
+    assert rig.connector._oauth is not None and not rig.connector._oauth.is_closed
+
+
 async def test_es256_sign_in() -> None:
     rig = make_rig(FakeOidcProvider(users=[ALICE], alg="ES256"))
 
