@@ -105,8 +105,12 @@ class FlowState:
     @classmethod
     def new(cls, request: LoginRequest) -> FlowState:
         # 64 characters from the RFC 7636 §4.1 unreserved set; 256 bits for the nonce.
-        return cls(request.state, secrets.token_urlsafe(48), secrets.token_urlsafe(32),
-                   request.callback_url)
+        return cls(
+            request.state,
+            secrets.token_urlsafe(48),
+            secrets.token_urlsafe(32),
+            request.callback_url,
+        )
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> FlowState:

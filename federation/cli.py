@@ -27,8 +27,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="Manage the hub's signing keys (a JSON key set file).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage the hub's signing keys (a JSON key set file).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 
 DEMO_ORIGIN = "http://127.0.0.1:8080"

@@ -16,7 +16,8 @@ t=$SECONDS; step "install test dependencies (apt, npm)"; bash scripts/install-te
 
 export PATH="$ROOT/.venv/bin:$PATH"
 failed=()
-t=$SECONDS; step "ruff check ."; ruff check . || failed+=(ruff); elapsed "$t"
+t=$SECONDS; step "ruff check . && ruff format --check ."
+{ ruff check . && ruff format --check .; } || failed+=(ruff); elapsed "$t"
 t=$SECONDS; step "mypy"; mypy || failed+=(mypy); elapsed "$t"
 t=$SECONDS; step "pytest $*"; python -m pytest "$@" || failed+=(pytest); elapsed "$t"
 

@@ -48,25 +48,43 @@ GOOD = {
             "status": "active",
             "domains": ["acme.example"],
             "connections": [
-                {"type": "oidc", "id": "acme-oidc", "issuer": "https://idp.acme.example",
-                 "client_id": "isthmus", "client_secret": "s"},
-                {"type": "oidc", "id": "acme-oidc-2", "issuer": "https://idp2.acme.example",
-                 "client_id": "isthmus", "client_secret": "s"},
+                {
+                    "type": "oidc",
+                    "id": "acme-oidc",
+                    "issuer": "https://idp.acme.example",
+                    "client_id": "isthmus",
+                    "client_secret": "s",
+                },
+                {
+                    "type": "oidc",
+                    "id": "acme-oidc-2",
+                    "issuer": "https://idp2.acme.example",
+                    "client_id": "isthmus",
+                    "client_secret": "s",
+                },
             ],
         },
         {"id": "globex", "name": "Globex", "kind": "customer", "domains": ["globex.example"]},
     ],
     "clients": [
-        {"client_id": "orders", "client_secret": "x",
-         "redirect_uris": ["https://orders.example.com/cb"]}
+        {
+            "client_id": "orders",
+            "client_secret": "x",
+            "redirect_uris": ["https://orders.example.com/cb"],
+        }
     ],
 }
 
 BAD = {
     "issuer": "http://hub.example.com",  # http off loopback
     "partners": [
-        {"id": "acme", "name": "A", "kind": "supplier", "domains": ["acme.example"],
-         "connections": [{"type": "mock", "id": "m"}]},  # mock without the opt-in
+        {
+            "id": "acme",
+            "name": "A",
+            "kind": "supplier",
+            "domains": ["acme.example"],
+            "connections": [{"type": "mock", "id": "m"}],
+        },  # mock without the opt-in
         {"id": "beta", "name": "B", "kind": "customer", "domains": ["acme.example"]},
     ],
     "clients": [{"client_id": "c", "redirect_uris": ["https://c.example.com/cb"]}],  # no secret
@@ -232,7 +250,9 @@ def test_keys_rotate_moves_next_to_current_to_previous(tmp_path: Path) -> None:
     jwks = after.jwks()
     assert len(jwks["keys"]) == 3
     assert {k["kid"] for k in jwks["keys"]} == {
-        after.current.kid, after.next.kid, before.current.kid
+        after.current.kid,
+        after.next.kid,
+        before.current.kid,
     }
     assert all("d" not in k for k in jwks["keys"])  # public halves only
     for kid in (after.current.kid, after.next.kid, before.current.kid):
@@ -346,10 +366,14 @@ def test_demo_command_prints_the_banner_and_serves_hub_and_demo_app(
     result = invoke("demo", "--port", "9124")
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:9124/demo-app/" in result.stdout
-    for email in ("alice@acme.example", "carol@globex.example", "erin@initech.example",
-                  "frank@umbrella.example"):
+    for email in (
+        "alice@acme.example",
+        "carol@globex.example",
+        "erin@initech.example",
+        "frank@umbrella.example",
+    ):
         assert email in result.stdout
-    (asgi_app, host, port), = started
+    ((asgi_app, host, port),) = started
     assert (host, port) == ("127.0.0.1", 9124)
     assert isinstance(asgi_app, cli.PrefixDispatcher)
 

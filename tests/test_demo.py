@@ -22,8 +22,9 @@ ORIGIN = "http://127.0.0.1:8080"
 
 
 def form_fields(page: str, form_id: str) -> tuple[str, str, dict[str, str]]:
-    match = re.search(rf'<form method="(\w+)" action="([^"]*)" id="{form_id}">(.*?)</form>',
-                      page, re.S)
+    match = re.search(
+        rf'<form method="(\w+)" action="([^"]*)" id="{form_id}">(.*?)</form>', page, re.S
+    )
     assert match, f"no form {form_id} in page:\n{page}"
     method, action, body = match.groups()
     fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', body))
@@ -45,8 +46,9 @@ async def drive_sign_in(
     if 'id="mock-form"' not in page.text:
         return page  # refused before the IdP (unknown domain, suspended partner...)
     _, action, fields = form_fields(page.text, "mock-form")
-    user = re.search(rf'name="user" value="([^"]+)"[^>]*>\s*[^<]*&lt;{re.escape(email)}&gt;',
-                     page.text)
+    user = re.search(
+        rf'name="user" value="([^"]+)"[^>]*>\s*[^<]*&lt;{re.escape(email)}&gt;', page.text
+    )
     assert user, page.text
     return await browser.get(action, params={**fields, "user": html.unescape(user.group(1))})
 
@@ -62,8 +64,9 @@ async def browser(demo_asgi: Any) -> Any:
     # The demo app reaches the hub through the same in-process transport.
     demo_app = demo_asgi.mount.app
     demo_app.state.oidc.config = _with_transport(demo_app.state.oidc.config, transport)
-    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN,
-                                 follow_redirects=True) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ORIGIN, follow_redirects=True
+    ) as client:
         yield client
 
 
@@ -127,8 +130,9 @@ async def test_a_forged_callback_is_refused(browser: httpx.AsyncClient) -> None:
     page = await browser.get("/demo-app/callback", params={"code": "x", "state": "forged"})
     assert page.status_code == 400
     assert "not started here" in page.text
-    page = await browser.get("/demo-app/callback", params={"error": "access_denied",
-                                                           "error_description": "no"})
+    page = await browser.get(
+        "/demo-app/callback", params={"error": "access_denied", "error_description": "no"}
+    )
     assert page.status_code == 400
 
 
@@ -141,7 +145,7 @@ async def test_the_id_token_is_checked_against_the_hub_keys(demo_asgi: Any) -> N
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwks = (await httpx.AsyncClient(transport=transport, base_url=ORIGIN).get("/oauth2/jwks"))
+    jwks = await httpx.AsyncClient(transport=transport, base_url=ORIGIN).get("/oauth2/jwks")
     kid = jwks.json()["keys"][0]["kid"]
     claims = {"iss": ORIGIN, "sub": "x", "aud": "demo-app", "exp": 2**31, "iat": 1, "nonce": "n"}
     forged = jwt.encode(claims, other, algorithm="RS256", headers={"kid": kid})

@@ -45,8 +45,23 @@ ALLOWED_ALGORITHMS = ("RS256", "ES256")
 LEEWAY_SECONDS = 30
 DISCOVERY_TTL = 300.0
 SHOWN_CLAIMS = (
-    "sub", "name", "email", "email_verified", "partner_id", "partner_kind", "partner_name",
-    "connection_id", "groups", "roles", "acr", "amr", "auth_time", "sid", "iss", "aud", "exp",
+    "sub",
+    "name",
+    "email",
+    "email_verified",
+    "partner_id",
+    "partner_kind",
+    "partner_name",
+    "connection_id",
+    "groups",
+    "roles",
+    "acr",
+    "amr",
+    "auth_time",
+    "sid",
+    "iss",
+    "aud",
+    "exp",
 )
 
 
@@ -101,7 +116,7 @@ class OidcClient:
         base = self.config.backchannel_url
         issuer = self.config.issuer.rstrip("/")
         if base and url.startswith(issuer):
-            return base.rstrip("/") + url[len(issuer):]
+            return base.rstrip("/") + url[len(issuer) :]
         return url
 
     async def metadata(self) -> dict[str, Any]:
@@ -110,8 +125,9 @@ class OidcClient:
         url = self.backchannel(self.config.issuer.rstrip("/") + "/.well-known/openid-configuration")
         data = await self._get_json(url, "discovery document")
         if data.get("issuer") != self.config.issuer.rstrip("/"):
-            raise DemoError(f"discovery names issuer {data.get('issuer')!r}, expected "
-                            f"{self.config.issuer!r}")
+            raise DemoError(
+                f"discovery names issuer {data.get('issuer')!r}, expected {self.config.issuer!r}"
+            )
         for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(data.get(name), str):
                 raise DemoError(f"discovery document has no {name}")
@@ -210,8 +226,11 @@ class OidcClient:
         endpoint = meta.get("end_session_endpoint")
         if not isinstance(endpoint, str):
             return None
-        query = {"post_logout_redirect_uri": self.config.post_logout_redirect_uri,
-                 "client_id": self.config.client_id, "state": secrets.token_urlsafe(12)}
+        query = {
+            "post_logout_redirect_uri": self.config.post_logout_redirect_uri,
+            "client_id": self.config.client_id,
+            "state": secrets.token_urlsafe(12),
+        }
         if id_token:
             query["id_token_hint"] = id_token
         return f"{endpoint}?{urlencode(query)}"
@@ -250,14 +269,21 @@ class SignedCookie:
 
     def save(self, response: Response, session: Mapping[str, Any]) -> None:
         if not session:
-            response.delete_cookie(self.name, path=self.path, secure=self.secure,
-                                   httponly=True, samesite="lax")
+            response.delete_cookie(
+                self.name, path=self.path, secure=self.secure, httponly=True, samesite="lax"
+            )
             return
         body = {"exp": int(time.time()) + self.max_age, "data": dict(session)}
         payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-        response.set_cookie(self.name, f"{payload}.{self._sign(payload.encode())}",
-                            max_age=self.max_age, path=self.path, secure=self.secure,
-                            httponly=True, samesite="lax")
+        response.set_cookie(
+            self.name,
+            f"{payload}.{self._sign(payload.encode())}",
+            max_age=self.max_age,
+            path=self.path,
+            secure=self.secure,
+            httponly=True,
+            samesite="lax",
+        )
 
 
 def _b64(data: bytes) -> str:
@@ -285,8 +311,13 @@ def _find_key(jwks: Mapping[str, Any], kid: object, alg: str) -> jwt.PyJWK:
 def create_demo_app(config: DemoAppConfig) -> Starlette:
     oidc = OidcClient(config)
     path = _path_of(config.redirect_uri).rsplit("/", 1)[0] or "/"
-    cookie = SignedCookie("demo_app_session", config.session_secret, path, max_age=3600,
-                          secure=config.redirect_uri.startswith("https:"))
+    cookie = SignedCookie(
+        "demo_app_session",
+        config.session_secret,
+        path,
+        max_age=3600,
+        secure=config.redirect_uri.startswith("https:"),
+    )
 
     async def home(request: Request) -> Response:
         user = cookie.load(request).get("user")
@@ -322,10 +353,13 @@ def create_demo_app(config: DemoAppConfig) -> Starlette:
         if params.get("error"):
             description = params.get("error_description") or ""
             return _error_page(f"The hub answered {params['error']}: {description}", status=400)
-        if not pending or not secrets.compare_digest(params.get("state", ""),
-                                                     str(pending.get("state", ""))):
-            return _error_page("This sign-in was not started here, or was already completed. "
-                               "Start again.", status=400)
+        if not pending or not secrets.compare_digest(
+            params.get("state", ""), str(pending.get("state", ""))
+        ):
+            return _error_page(
+                "This sign-in was not started here, or was already completed. Start again.",
+                status=400,
+            )
         code = params.get("code")
         if not code:
             return _error_page("The hub returned no authorization code.", status=400)
@@ -372,8 +406,11 @@ def _path_of(url: str) -> str:
 
 
 def _signed_out_body(just_signed_out: bool) -> str:
-    note = ('<p class="muted" id="signed-out">You are signed out of the demo app and of the hub.'
-            "</p>" if just_signed_out else "")
+    note = (
+        '<p class="muted" id="signed-out">You are signed out of the demo app and of the hub.</p>'
+        if just_signed_out
+        else ""
+    )
     return f"""<h1>Demo app</h1>
 {note}
 <p>This small application trusts the Isthmus hub: it signs you in with OpenID Connect
@@ -387,9 +424,10 @@ def _signed_in_body(user: Mapping[str, Any]) -> str:
     claims: Mapping[str, Any] = user.get("claims") or {}
     userinfo: Mapping[str, Any] | None = user.get("userinfo")
     rows = "".join(
-        f"<dt>{html.escape(name)}</dt><dd id=\"claim-{html.escape(name)}\">"
+        f'<dt>{html.escape(name)}</dt><dd id="claim-{html.escape(name)}">'
         f"{html.escape(_show(claims[name]))}</dd>"
-        for name in SHOWN_CLAIMS if name in claims
+        for name in SHOWN_CLAIMS
+        if name in claims
     )
     others = {k: v for k, v in claims.items() if k not in SHOWN_CLAIMS}
     who = claims.get("name") or claims.get("email") or claims.get("sub")
@@ -400,8 +438,10 @@ def _signed_in_body(user: Mapping[str, Any]) -> str:
     if others:
         body += f"<h3>Other claims</h3><pre>{html.escape(json.dumps(others, indent=2))}</pre>"
     if userinfo is not None:
-        body += ("<h2>Userinfo</h2><pre id=\"userinfo\">"
-                 f"{html.escape(json.dumps(userinfo, indent=2, sort_keys=True))}</pre>")
+        body += (
+            '<h2>Userinfo</h2><pre id="userinfo">'
+            f"{html.escape(json.dumps(userinfo, indent=2, sort_keys=True))}</pre>"
+        )
     body += '<p><a class="button" id="sign-out" href="logout">Sign out</a></p>'
     return body
 
@@ -413,8 +453,10 @@ def _show(value: Any) -> str:
 
 
 def _error_page(message: str, status: int) -> Response:
-    body = (f'<h1>Sign-in did not complete</h1><p class="error" role="alert" id="message">'
-            f'{html.escape(message)}</p><p><a href="./">Back to the demo app</a></p>')
+    body = (
+        f'<h1>Sign-in did not complete</h1><p class="error" role="alert" id="message">'
+        f'{html.escape(message)}</p><p><a href="./">Back to the demo app</a></p>'
+    )
     return _page("Demo app — error", body, status=status)
 
 

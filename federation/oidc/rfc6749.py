@@ -88,8 +88,9 @@ def authenticate_client(
     if basic:
         client_id, secret = extract_basic_authorization({"Authorization": authorization})
         if client_id is None:
-            raise ClientAuthenticationFailed("unreadable Basic credentials", client_id=None,
-                                             basic=True)
+            raise ClientAuthenticationFailed(
+                "unreadable Basic credentials", client_id=None, basic=True
+            )
         if "client_secret" in form:
             raise InvalidRequest("client credentials sent in two ways")
         method = "client_secret_basic"
@@ -104,17 +105,22 @@ def authenticate_client(
         raise InvalidRequest("client_id differs from the authenticated client")
     client = ctx.registry.client(client_id)
     if client is None:
-        raise ClientAuthenticationFailed(f"unknown client {client_id!r}", client_id=client_id,
-                                         basic=basic)
+        raise ClientAuthenticationFailed(
+            f"unknown client {client_id!r}", client_id=client_id, basic=basic
+        )
     if client.token_endpoint_auth_method != method:
         raise ClientAuthenticationFailed(
             f"client {client_id} authenticated with {method}, registered for "
-            f"{client.token_endpoint_auth_method}", client_id=client_id, basic=basic)
+            f"{client.token_endpoint_auth_method}",
+            client_id=client_id,
+            basic=basic,
+        )
     if method != "none":
         expected = (client.client_secret or "").encode()
         if not expected or not hmac.compare_digest((secret or "").encode(), expected):
-            raise ClientAuthenticationFailed(f"wrong secret for client {client_id}",
-                                             client_id=client_id, basic=basic)
+            raise ClientAuthenticationFailed(
+                f"wrong secret for client {client_id}", client_id=client_id, basic=basic
+            )
     return client
 
 
@@ -137,12 +143,16 @@ def resolve_client(ctx: ProviderContext, params: Mapping[str, str]) -> tuple[Cli
     """Step one: a known client and one of its registered redirect URIs, byte for byte."""
     client_id = params.get("client_id")
     if not client_id:
-        raise InvalidRequest("authorization request without client_id",
-                             public_message="The application did not identify itself.")
+        raise InvalidRequest(
+            "authorization request without client_id",
+            public_message="The application did not identify itself.",
+        )
     client = ctx.registry.client(client_id)
     if client is None:
-        raise InvalidRequest(f"unknown client {client_id!r}",
-                             public_message="This application is not known to the sign-in service.")
+        raise InvalidRequest(
+            f"unknown client {client_id!r}",
+            public_message="This application is not known to the sign-in service.",
+        )
     redirect_uri = params.get("redirect_uri")
     if not redirect_uri:
         raise InvalidRedirectUri(f"client {client_id} sent no redirect_uri")
@@ -238,7 +248,8 @@ async def exchange_code(
         raise InvalidGrant("unknown or expired authorization code")
     family = new_family_id()
     await ctx.store.put(
-        f"oidc:code-used:{hashed}", {"family": family},
+        f"oidc:code-used:{hashed}",
+        {"family": family},
         max(ctx.tokens.code_ttl, ctx.tokens.access_token_ttl),
     )
     grant = Grant.from_dict(record["grant"])

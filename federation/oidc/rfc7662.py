@@ -33,8 +33,10 @@ async def introspect(
 ) -> dict[str, Any]:
     if caller.public:
         raise ClientAuthenticationFailed(
-            f"public client {caller.client_id} may not introspect", client_id=caller.client_id,
-            basic=False)
+            f"public client {caller.client_id} may not introspect",
+            client_id=caller.client_id,
+            basic=False,
+        )
     if not token or len(token) > 8192:
         return INACTIVE
     if looks_like_jwt(token):

@@ -36,14 +36,20 @@ AUTHORIZE_PATH = "/oauth2/authorize"
 
 def context_of(request: Request) -> ProviderContext:
     hub = pages.hub_of(request)
-    return ProviderContext(hub.issuer, hub.registry, hub.store, hub.keys, hub.settings.tokens,
-                           hub.clock)
+    return ProviderContext(
+        hub.issuer, hub.registry, hub.store, hub.keys, hub.settings.tokens, hub.clock
+    )
 
 
 def _audit_refusal(request: Request, event: str, exc: IsthmusError, client: str | None) -> None:
     pages.hub_of(request).audit.emit(
-        event, outcome="failure", reason=exc.error, client=client, detail=exc.detail,
-        request_id=request.state.request_id)
+        event,
+        outcome="failure",
+        reason=exc.error,
+        client=client,
+        detail=exc.detail,
+        request_id=request.state.request_id,
+    )
 
 
 def _audit(request: Request, event: str, **fields: Any) -> None:
@@ -62,11 +68,15 @@ def _json_error(request: Request, exc: IsthmusError, *, challenge: str = "Basic"
     headers = dict(NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = (
-            f'{challenge} realm="isthmus"' if challenge == "Basic"
+            f'{challenge} realm="isthmus"'
+            if challenge == "Basic"
             else f'Bearer realm="isthmus", error="{exc.error}"'
         )
-    body = {"error": exc.error, "error_description": exc.public_message,
-            "request_id": request.state.request_id}
+    body = {
+        "error": exc.error,
+        "error_description": exc.public_message,
+        "request_id": request.state.request_id,
+    }
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
@@ -88,8 +98,11 @@ async def jwks(request: Request) -> Response:
     # current + next + previous: relying parties caching this for 5 minutes keep up
     # with a rotation, since "next" was published before it became current.
     keys = context_of(request).keys.keys.jwks()
-    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"},
-                        media_type="application/jwk-set+json")
+    return JSONResponse(
+        keys,
+        headers={"Cache-Control": "public, max-age=300"},
+        media_type="application/jwk-set+json",
+    )
 
 
 # --- authorization endpoint -----------------------------------------------------------
@@ -112,33 +125,62 @@ async def authorize(request: Request) -> Response:
     fresh = session is not None and rfc6749.needs_fresh_login(areq, session, ctx.now())
     if session is None or fresh:
         if "none" in areq.prompt:
-            return _authorize_error(request, ctx, client, redirect_uri, areq.state,
-                                    LoginRequired("prompt=none without a usable session"))
+            return _authorize_error(
+                request,
+                ctx,
+                client,
+                redirect_uri,
+                areq.state,
+                LoginRequired("prompt=none without a usable session"),
+            )
         # Come back here after sign-in, without prompt=login (or we would loop).
         again = {k: v for k, v in params.items() if not (k == "prompt" and "login" in areq.prompt)}
         here = f"{AUTHORIZE_PATH}?{urlencode(again)}"
         if session is None:
             return pages.login_redirect(request, here)
         return await pages.end_session_response(
-            request, render_page=False, redirect_to=f"/login?{urlencode({'rd': here})}")
+            request, render_page=False, redirect_to=f"/login?{urlencode({'rd': here})}"
+        )
     assert session is not None
     if ctx.partner_may_sign_in(session.identity.partner_id) is None:
-        return _authorize_error(request, ctx, client, redirect_uri, areq.state,
-                                AccessDenied(f"partner {session.identity.partner_id} inactive"))
+        return _authorize_error(
+            request,
+            ctx,
+            client,
+            redirect_uri,
+            areq.state,
+            AccessDenied(f"partner {session.identity.partner_id} inactive"),
+        )
     code = await rfc6749.issue_code(ctx, areq, session)
-    _audit(request, "oidc.code_issued", client=client.client_id,
-           partner=session.identity.partner_id, sid=session.sid)
+    _audit(
+        request,
+        "oidc.code_issued",
+        client=client.client_id,
+        partner=session.identity.partner_id,
+        sid=session.sid,
+    )
     location = _with_query(redirect_uri, {"code": code, "state": areq.state, "iss": ctx.issuer})
     return RedirectResponse(location, status_code=303)
 
 
-def _authorize_error(request: Request, ctx: ProviderContext, client: ClientSettings,
-                     redirect_uri: str, state: str | None, exc: IsthmusError) -> Response:
+def _authorize_error(
+    request: Request,
+    ctx: ProviderContext,
+    client: ClientSettings,
+    redirect_uri: str,
+    state: str | None,
+    exc: IsthmusError,
+) -> Response:
     _audit_refusal(request, "oidc.authorize", exc, client.client_id)
-    location = _with_query(redirect_uri, {
-        "error": exc.error, "error_description": exc.public_message, "state": state,
-        "iss": ctx.issuer,
-    })
+    location = _with_query(
+        redirect_uri,
+        {
+            "error": exc.error,
+            "error_description": exc.public_message,
+            "state": state,
+            "iss": ctx.issuer,
+        },
+    )
     return RedirectResponse(location, status_code=303)
 
 
@@ -151,8 +193,9 @@ def _client_hint(request: Request, params: Mapping[str, str], exc: IsthmusError)
     return params.get("client_id")
 
 
-async def _authenticated(request: Request) -> tuple[ProviderContext, dict[str, str],
-                                                    ClientSettings]:
+async def _authenticated(
+    request: Request,
+) -> tuple[ProviderContext, dict[str, str], ClientSettings]:
     ctx = context_of(request)
     params = rfc6749.parameters(await _pairs(request))
     client = rfc6749.authenticate_client(ctx, request.headers.get("authorization"), params)
@@ -251,10 +294,15 @@ async def logout(request: Request) -> Response:
     session = await pages.current_session(request)
     if not req.may_end(session.sid if session else None):
         return await pages.logout_page(request)  # ask the user: no silent logout
-    _audit(request, "oidc.logout", client=req.client.client_id if req.client else None,
-           sid=session.sid if session else None)
-    return await pages.end_session_response(request, render_page=True,
-                                            redirect_to=req.redirect_url())
+    _audit(
+        request,
+        "oidc.logout",
+        client=req.client.client_id if req.client else None,
+        sid=session.sid if session else None,
+    )
+    return await pages.end_session_response(
+        request, render_page=True, redirect_to=req.redirect_url()
+    )
 
 
 routes: list[BaseRoute] = [

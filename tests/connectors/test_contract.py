@@ -40,14 +40,17 @@ class Harness:
 
 def partner_with(connection: ConnectionSettings) -> PartnerSettings:
     return PartnerSettings(
-        id="acme", name="Acme", kind=PartnerKind.supplier, domains=("acme.test",),
+        id="acme",
+        name="Acme",
+        kind=PartnerKind.supplier,
+        domains=("acme.test",),
         connections=(connection,),
     )
 
 
-def build(connection: ConnectionSettings, context: ConnectorContext) -> tuple[
-    PartnerSettings, CallbackConnector
-]:
+def build(
+    connection: ConnectionSettings, context: ConnectorContext
+) -> tuple[PartnerSettings, CallbackConnector]:
     partner = partner_with(connection)
     return partner, default_registry().build(partner, connection, context)
 
@@ -123,5 +126,6 @@ async def test_a_garbage_callback_raises_an_isthmus_error(
     redirect = await harness.connector.login_url(LoginRequest(CALLBACK, "flow-1"))
 
     with pytest.raises(IsthmusError):
-        await harness.connector.handle_callback(CallbackRequest(CALLBACK, params),
-                                                redirect.flow_state)
+        await harness.connector.handle_callback(
+            CallbackRequest(CALLBACK, params), redirect.flow_state
+        )

@@ -69,9 +69,7 @@ class Rig:
         redirect = await self.start(hint)
         return await self.idp.authorize(redirect.url), redirect
 
-    async def finish(
-        self, params: Mapping[str, Any], redirect: LoginRedirect
-    ) -> FederatedIdentity:
+    async def finish(self, params: Mapping[str, Any], redirect: LoginRedirect) -> FederatedIdentity:
         return await self.connector.handle_callback(
             CallbackRequest(CALLBACK, params), redirect.flow_state
         )
@@ -218,8 +216,10 @@ async def test_claim_mapping_reaches_nested_claims_and_single_strings() -> None:
     assert identity.roles == ("approver",)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), ("TRUE", True),
-                                                 (True, True), ("yes", False), (1, False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("false", False), ("TRUE", True), (True, True), ("yes", False), (1, False)],
+)
 async def test_email_verified_accepts_bools_and_their_strings(value: Any, expected: bool) -> None:
     rig = make_rig()
     rig.idp.tamper_next_id_token(claims={"email_verified": value})
@@ -307,8 +307,17 @@ async def refused(rig: Rig, params: Mapping[str, Any], redirect: LoginRedirect) 
         (lambda p: p.pop("iss"), InvalidUpstreamResponse),  # advertised, so required
         (lambda p: p.update(code="forged-code"), InvalidGrant),
     ],
-    ids=["no-state", "foreign-state", "no-code", "empty-code", "huge-code", "list-code",
-         "wrong-iss", "missing-iss", "forged-code"],
+    ids=[
+        "no-state",
+        "foreign-state",
+        "no-code",
+        "empty-code",
+        "huge-code",
+        "list-code",
+        "wrong-iss",
+        "missing-iss",
+        "forged-code",
+    ],
 )
 async def test_malformed_callbacks_are_refused(
     rig: Rig, change: Callable[[dict[str, Any]], object], error: type[IsthmusError]
@@ -340,8 +349,9 @@ async def test_an_error_answer_is_an_upstream_error_with_details_in_the_log_only
 
 async def test_an_incomplete_flow_state_is_refused(rig: Rig) -> None:
     params, redirect = await rig.callback_params()
-    broken = LoginRedirect(redirect.url, {k: v for k, v in redirect.flow_state.items()
-                                          if k != "nonce"})
+    broken = LoginRedirect(
+        redirect.url, {k: v for k, v in redirect.flow_state.items() if k != "nonce"}
+    )
 
     assert isinstance(await refused(rig, params, broken), InvalidState)
 
@@ -400,9 +410,23 @@ NOW = int(time.time())
         {"signing": "hs256-public-key"},
         {"header": {"crit": ["urn:acme:policy"], "urn:acme:policy": 1}},
     ],
-    ids=["wrong-nonce", "no-nonce", "wrong-iss", "wrong-aud", "several-aud-no-azp",
-         "foreign-azp", "expired", "iat-in-future", "no-exp", "no-sub", "empty-sub",
-         "foreign-key", "alg-none", "hs256-with-public-key", "unknown-crit"],
+    ids=[
+        "wrong-nonce",
+        "no-nonce",
+        "wrong-iss",
+        "wrong-aud",
+        "several-aud-no-azp",
+        "foreign-azp",
+        "expired",
+        "iat-in-future",
+        "no-exp",
+        "no-sub",
+        "empty-sub",
+        "foreign-key",
+        "alg-none",
+        "hs256-with-public-key",
+        "unknown-crit",
+    ],
 )
 async def test_tampered_id_tokens_are_refused(rig: Rig, tamper: dict[str, Any]) -> None:
     rig.idp.tamper_next_id_token(**tamper)
@@ -475,7 +499,8 @@ async def test_a_discovery_document_without_endpoints_is_refused(rig: Rig) -> No
 
 
 @pytest.mark.parametrize(
-    "failure", [httpx.ConnectError("connection refused"), httpx.ReadTimeout("timed out")],
+    "failure",
+    [httpx.ConnectError("connection refused"), httpx.ReadTimeout("timed out")],
     ids=["unreachable", "timeout"],
 )
 async def test_an_unreachable_idp_is_an_upstream_error(
@@ -507,8 +532,11 @@ class Override(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == self.path:
-            return httpx.Response(self.response.status_code, headers=self.response.headers,
-                                  content=self.response.content)
+            return httpx.Response(
+                self.response.status_code,
+                headers=self.response.headers,
+                content=self.response.content,
+            )
         return await self.idp.transport.handle_async_request(request)
 
 
@@ -527,8 +555,16 @@ HTML = httpx.Response(200, html="<html>maintenance</html>")
         ("/userinfo", httpx.Response(500), "HTTP 500"),
         ("/userinfo", HTML, "not a JSON object"),
     ],
-    ids=["discovery-html", "discovery-503", "discovery-list", "jwks-html", "token-html",
-         "token-502", "userinfo-500", "userinfo-html"],
+    ids=[
+        "discovery-html",
+        "discovery-503",
+        "discovery-list",
+        "jwks-html",
+        "token-html",
+        "token-502",
+        "userinfo-500",
+        "userinfo-html",
+    ],
 )
 async def test_non_json_or_failed_answers_are_upstream_errors(
     path: str, response: httpx.Response, message: str
@@ -566,8 +602,9 @@ async def test_several_idps_are_reached_through_mounts() -> None:
         redirect = await connector.login_url(LoginRequest(CALLBACK, "flow-1"))
         params = await idp.authorize(redirect.url)
 
-        identity = await connector.handle_callback(CallbackRequest(CALLBACK, params),
-                                                   redirect.flow_state)
+        identity = await connector.handle_callback(
+            CallbackRequest(CALLBACK, params), redirect.flow_state
+        )
 
         assert (identity.issuer, identity.subject) == (idp.issuer, sub)
 

@@ -50,8 +50,13 @@ def make_settings(status: PartnerStatus = PartnerStatus.active) -> Settings:
                         type="mock",
                         id="acme-mock",
                         users=(
-                            MockUser(subject="alice", email="alice@acme.test", name="Alice",
-                                     groups=("buyers",), roles=("approver",)),
+                            MockUser(
+                                subject="alice",
+                                email="alice@acme.test",
+                                name="Alice",
+                                groups=("buyers",),
+                                roles=("approver",),
+                            ),
                             MockUser(subject="bob", email="bob@acme.test", name="Bob"),
                         ),
                     ),
@@ -59,15 +64,27 @@ def make_settings(status: PartnerStatus = PartnerStatus.active) -> Settings:
             ),
         ),
         clients=(
-            ClientSettings(client_id="orders", client_secret=SECRET, redirect_uris=(APP_CB,),
-                           post_logout_redirect_uris=(APP_BYE,)),
-            ClientSettings(client_id="orders-post", client_secret=SECRET,
-                           token_endpoint_auth_method="client_secret_post",
-                           redirect_uris=(APP_CB,)),
-            ClientSettings(client_id="spa", token_endpoint_auth_method="none",
-                           redirect_uris=(SPA_CB,)),
-            ClientSettings(client_id="code-only", client_secret=SECRET, redirect_uris=(APP_CB,),
-                           grant_types=("authorization_code",)),
+            ClientSettings(
+                client_id="orders",
+                client_secret=SECRET,
+                redirect_uris=(APP_CB,),
+                post_logout_redirect_uris=(APP_BYE,),
+            ),
+            ClientSettings(
+                client_id="orders-post",
+                client_secret=SECRET,
+                token_endpoint_auth_method="client_secret_post",
+                redirect_uris=(APP_CB,),
+            ),
+            ClientSettings(
+                client_id="spa", token_endpoint_auth_method="none", redirect_uris=(SPA_CB,)
+            ),
+            ClientSettings(
+                client_id="code-only",
+                client_secret=SECRET,
+                redirect_uris=(APP_CB,),
+                grant_types=("authorization_code",),
+            ),
         ),
     )
 
@@ -113,8 +130,9 @@ class Browser:
     def http(self) -> httpx.AsyncClient:
         return self.env.http
 
-    async def sign_in(self, user: str = "alice", email: str = "alice@acme.test",
-                rd: str = "/") -> httpx.Response:
+    async def sign_in(
+        self, user: str = "alice", email: str = "alice@acme.test", rd: str = "/"
+    ) -> httpx.Response:
         """Home-realm discovery by login_hint → mock IdP → callback; returns the callback."""
         start = await self.http.get("/login", params={"rd": rd, "login_hint": email})
         assert start.status_code == 303, start.text
@@ -124,14 +142,21 @@ class Browser:
         return done
 
     async def authorize(self, client_id: str, redirect_uri: str, **extra: str) -> httpx.Response:
-        params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-                  "scope": "openid email profile groups", "state": "st-1", "nonce": "n-1",
-                  **extra}
+        params = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": "openid email profile groups",
+            "state": "st-1",
+            "nonce": "n-1",
+            **extra,
+        }
         present = {k: v for k, v in params.items() if v}
         return await self.http.get("/oauth2/authorize", params=present)
 
-    async def code(self, client_id: str, redirect_uri: str, user: str = "alice",
-             **extra: str) -> str:
+    async def code(
+        self, client_id: str, redirect_uri: str, user: str = "alice", **extra: str
+    ) -> str:
         """Run the browser part of the flow (signing in if needed); return the code."""
         first = await self.authorize(client_id, redirect_uri, **extra)
         location = first.headers["location"]
@@ -146,15 +171,19 @@ class Browser:
         return query["code"]
 
 
-async def token_request(http: httpx.AsyncClient, form: dict[str, str],
-                  headers: dict[str, str] | None = None) -> httpx.Response:
+async def token_request(
+    http: httpx.AsyncClient, form: dict[str, str], headers: dict[str, str] | None = None
+) -> httpx.Response:
     return await http.post("/oauth2/token", data=form, headers=headers or {})
 
 
 async def confidential_tokens(browser: Browser, **extra: str) -> dict[str, Any]:
     code = await browser.code("orders", APP_CB, **extra)
-    response = await token_request(browser.http, {"grant_type": "authorization_code", "code": code,
-                                            "redirect_uri": APP_CB}, basic("orders"))
+    response = await token_request(
+        browser.http,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
+        basic("orders"),
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -163,9 +192,16 @@ async def confidential_tokens(browser: Browser, **extra: str) -> dict[str, Any]:
 async def public_tokens(browser: Browser) -> dict[str, Any]:
     verifier, challenge = pkce_pair()
     code = await browser.code("spa", SPA_CB, code_challenge=challenge, code_challenge_method="S256")
-    response = await token_request(browser.http, {
-        "grant_type": "authorization_code", "code": code, "redirect_uri": SPA_CB,
-        "client_id": "spa", "code_verifier": verifier})
+    response = await token_request(
+        browser.http,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": SPA_CB,
+            "client_id": "spa",
+            "code_verifier": verifier,
+        },
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -177,8 +213,13 @@ async def validate_id_token(http: httpx.AsyncClient, token: str, audience: str) 
     kid = jwt.get_unverified_header(token)["kid"]
     jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
     claims: dict[str, Any] = jwt.decode(
-        token, jwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], audience=audience, issuer=ISSUER,
-        options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=[jwk["alg"]],
+        audience=audience,
+        issuer=ISSUER,
+        options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+    )
     return claims
 
 

@@ -29,8 +29,9 @@ from tests.oidc.support import (
 
 
 async def introspect(env: Env, token: str) -> dict[str, object]:
-    response = await env.http.post("/oauth2/introspect", data={"token": token},
-                                   headers=basic("orders"))
+    response = await env.http.post(
+        "/oauth2/introspect", data={"token": token}, headers=basic("orders")
+    )
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
     body: dict[str, object] = response.json()
@@ -38,8 +39,9 @@ async def introspect(env: Env, token: str) -> dict[str, object]:
 
 
 async def refresh(env: Env, token: str) -> httpx.Response:
-    return await token_request(env.http, {"grant_type": "refresh_token", "refresh_token": token},
-                         basic("orders"))
+    return await token_request(
+        env.http, {"grant_type": "refresh_token", "refresh_token": token}, basic("orders")
+    )
 
 
 # --- discovery and keys -----------------------------------------------------------------
@@ -88,24 +90,33 @@ async def test_public_client_full_login_with_pkce(browser: Browser, env: Env) ->
 
 async def test_client_secret_post(browser: Browser, env: Env) -> None:
     code = await browser.code("orders-post", APP_CB)
-    response = await token_request(env.http, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": APP_CB, "client_id": "orders-post",
-                                        "client_secret": SECRET})
+    response = await token_request(
+        env.http,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": APP_CB,
+            "client_id": "orders-post",
+            "client_secret": SECRET,
+        },
+    )
     assert response.status_code == 200, response.text
 
 
 async def test_second_app_reuses_the_hub_session(browser: Browser) -> None:
     await confidential_tokens(browser)
     _, challenge = pkce_pair()
-    response = await browser.authorize("spa", SPA_CB, code_challenge=challenge,
-                                 code_challenge_method="S256")
+    response = await browser.authorize(
+        "spa", SPA_CB, code_challenge=challenge, code_challenge_method="S256"
+    )
     assert response.headers["location"].startswith(SPA_CB + "?code=")
 
 
 async def test_userinfo(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser)
-    info = await env.http.get("/oauth2/userinfo",
-                        headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    info = await env.http.get(
+        "/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
     assert info.status_code == 200
     body = info.json()
     assert body["email"] == "alice@acme.test" and body["name"] == "Alice"
@@ -118,8 +129,11 @@ async def test_userinfo(browser: Browser, env: Env) -> None:
 
 async def test_userinfo_scope_limits_claims(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser, scope="openid")
-    body = (await env.http.get("/oauth2/userinfo",
-                        headers={"Authorization": f"Bearer {tokens['access_token']}"})).json()
+    body = (
+        await env.http.get(
+            "/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+    ).json()
     assert "email" not in body and "name" not in body
     assert body["partner_id"] == "acme"  # partner claims always travel
 
@@ -142,8 +156,9 @@ async def test_introspection_active_then_inactive_after_revocation(
     assert active["active"] is True and active["client_id"] == "orders"
     assert active["partner_id"] == "acme" and active["token_type"] == "Bearer"
     assert (await introspect(env, tokens["refresh_token"]))["active"] is True
-    revoked = await env.http.post("/oauth2/revoke", data={"token": tokens["access_token"]},
-                            headers=basic("orders"))
+    revoked = await env.http.post(
+        "/oauth2/revoke", data={"token": tokens["access_token"]}, headers=basic("orders")
+    )
     assert revoked.status_code == 200
     assert await introspect(env, tokens["access_token"]) == {"active": False}
     assert (await introspect(env, tokens["refresh_token"]))["active"] is True
@@ -151,24 +166,28 @@ async def test_introspection_active_then_inactive_after_revocation(
 
 async def test_revoking_refresh_token_ends_its_family(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser)
-    await env.http.post("/oauth2/revoke", data={"token": tokens["refresh_token"],
-                                          "token_type_hint": "refresh_token"},
-                  headers=basic("orders"))
+    await env.http.post(
+        "/oauth2/revoke",
+        data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
+        headers=basic("orders"),
+    )
     assert await introspect(env, tokens["refresh_token"]) == {"active": False}
     assert await introspect(env, tokens["access_token"]) == {"active": False}
     assert (await refresh(env, tokens["refresh_token"])).status_code == 400
 
 
 async def test_revocation_of_unknown_token_is_200(env: Env) -> None:
-    response = await env.http.post("/oauth2/revoke", data={"token": "nothing-like-it"},
-                             headers=basic("orders"))
+    response = await env.http.post(
+        "/oauth2/revoke", data={"token": "nothing-like-it"}, headers=basic("orders")
+    )
     assert response.status_code == 200
 
 
 async def test_revocation_by_another_client_does_nothing(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser)
-    response = await env.http.post("/oauth2/revoke", data={"token": tokens["access_token"],
-                                                     "client_id": "spa"})
+    response = await env.http.post(
+        "/oauth2/revoke", data={"token": tokens["access_token"], "client_id": "spa"}
+    )
     assert response.status_code == 200
     assert (await introspect(env, tokens["access_token"]))["active"] is True
 
@@ -177,8 +196,9 @@ async def test_introspection_needs_confidential_client(browser: Browser, env: En
     tokens = await public_tokens(browser)
     anonymous = await env.http.post("/oauth2/introspect", data={"token": tokens["access_token"]})
     assert anonymous.status_code == 401
-    public = await env.http.post("/oauth2/introspect", data={"token": tokens["access_token"],
-                                                       "client_id": "spa"})
+    public = await env.http.post(
+        "/oauth2/introspect", data={"token": tokens["access_token"], "client_id": "spa"}
+    )
     assert public.status_code == 401 and public.json()["error"] == "invalid_client"
 
 
@@ -220,11 +240,25 @@ async def test_refresh_rotation_and_reuse_detection(browser: Browser, env: Env) 
 
 async def test_refresh_can_narrow_but_not_widen_scope(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser, scope="openid email")
-    wide = await token_request(env.http, {"grant_type": "refresh_token", "scope": "openid groups",
-                                    "refresh_token": tokens["refresh_token"]}, basic("orders"))
+    wide = await token_request(
+        env.http,
+        {
+            "grant_type": "refresh_token",
+            "scope": "openid groups",
+            "refresh_token": tokens["refresh_token"],
+        },
+        basic("orders"),
+    )
     assert wide.json()["error"] == "invalid_scope"
-    narrow = await token_request(env.http, {"grant_type": "refresh_token", "scope": "openid",
-                                      "refresh_token": tokens["refresh_token"]}, basic("orders"))
+    narrow = await token_request(
+        env.http,
+        {
+            "grant_type": "refresh_token",
+            "scope": "openid",
+            "refresh_token": tokens["refresh_token"],
+        },
+        basic("orders"),
+    )
     assert narrow.status_code == 200 and narrow.json()["scope"] == "openid"
     again = (await refresh(env, narrow.json()["refresh_token"])).json()
     assert again["scope"] == "openid email"
@@ -232,9 +266,15 @@ async def test_refresh_can_narrow_but_not_widen_scope(browser: Browser, env: Env
 
 async def test_refresh_by_another_client_is_refused(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser)
-    response = await token_request(env.http, {"grant_type": "refresh_token",
-                                        "refresh_token": tokens["refresh_token"],
-                                        "client_id": "orders-post", "client_secret": SECRET})
+    response = await token_request(
+        env.http,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": "orders-post",
+            "client_secret": SECRET,
+        },
+    )
     assert response.json()["error"] == "invalid_grant"
 
 
@@ -253,11 +293,17 @@ async def test_client_without_refresh_grant_gets_no_refresh_token(
     browser: Browser, env: Env
 ) -> None:
     code = await browser.code("code-only", APP_CB)
-    body = (await token_request(env.http, {"grant_type": "authorization_code", "code": code,
-                                    "redirect_uri": APP_CB}, basic("code-only"))).json()
+    body = (
+        await token_request(
+            env.http,
+            {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
+            basic("code-only"),
+        )
+    ).json()
     assert "refresh_token" not in body and body["access_token"]
-    refused = await token_request(env.http, {"grant_type": "refresh_token", "refresh_token": "x"},
-                            basic("code-only"))
+    refused = await token_request(
+        env.http, {"grant_type": "refresh_token", "refresh_token": "x"}, basic("code-only")
+    )
     assert refused.json()["error"] == "unauthorized_client"
 
 
@@ -279,18 +325,29 @@ async def test_bad_pkce_verifier(browser: Browser, env: Env) -> None:
     _, challenge = pkce_pair()
     wrong, _ = pkce_pair()
     code = await browser.code("spa", SPA_CB, code_challenge=challenge, code_challenge_method="S256")
-    response = await token_request(env.http, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": SPA_CB, "client_id": "spa",
-                                        "code_verifier": wrong})
+    response = await token_request(
+        env.http,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": SPA_CB,
+            "client_id": "spa",
+            "code_verifier": wrong,
+        },
+    )
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 
 async def test_confidential_client_challenge_is_enforced(browser: Browser, env: Env) -> None:
     _, challenge = pkce_pair()
-    code = await browser.code("orders", APP_CB, code_challenge=challenge,
-                              code_challenge_method="S256")
-    response = await token_request(env.http, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": APP_CB}, basic("orders"))
+    code = await browser.code(
+        "orders", APP_CB, code_challenge=challenge, code_challenge_method="S256"
+    )
+    response = await token_request(
+        env.http,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
+        basic("orders"),
+    )
     assert response.json()["error"] == "invalid_grant"
 
 
@@ -306,15 +363,19 @@ async def test_public_client_without_pkce_is_sent_back_an_error(browser: Browser
 
 
 async def test_plain_pkce_is_refused(browser: Browser) -> None:
-    response = await browser.authorize("spa", SPA_CB, code_challenge="a" * 43,
-                                 code_challenge_method="plain")
+    response = await browser.authorize(
+        "spa", SPA_CB, code_challenge="a" * 43, code_challenge_method="plain"
+    )
     assert query_of(response.headers["location"])["error"] == "invalid_request"
 
 
 async def test_redirect_uri_must_match_at_the_token_endpoint(browser: Browser, env: Env) -> None:
     code = await browser.code("orders", APP_CB)
-    response = await token_request(env.http, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": APP_CB + "/x"}, basic("orders"))
+    response = await token_request(
+        env.http,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB + "/x"},
+        basic("orders"),
+    )
     assert response.json()["error"] == "invalid_grant"
 
 
@@ -322,19 +383,35 @@ async def test_redirect_uri_must_match_at_the_token_endpoint(browser: Browser, e
 
 
 async def test_unknown_client_is_a_page_not_a_redirect(browser: Browser, env: Env) -> None:
-    response = await env.http.get("/oauth2/authorize", headers={"Accept": "text/html"}, params={
-        "response_type": "code", "client_id": "nobody", "redirect_uri": APP_CB,
-        "scope": "openid"})
+    response = await env.http.get(
+        "/oauth2/authorize",
+        headers={"Accept": "text/html"},
+        params={
+            "response_type": "code",
+            "client_id": "nobody",
+            "redirect_uri": APP_CB,
+            "scope": "openid",
+        },
+    )
     assert response.status_code == 400 and "location" not in response.headers
     assert "invalid_request" in response.text
     assert env.failures("oidc.authorize")[-1]["client"] == "nobody"
 
 
-@pytest.mark.parametrize("uri", [APP_CB + "/", APP_CB + "?x=1", "https://evil.test/callback",
-                                 APP_CB.upper()])
+@pytest.mark.parametrize(
+    "uri", [APP_CB + "/", APP_CB + "?x=1", "https://evil.test/callback", APP_CB.upper()]
+)
 async def test_mismatched_redirect_uri_is_a_page(browser: Browser, env: Env, uri: str) -> None:
-    response = await env.http.get("/oauth2/authorize", headers={"Accept": "text/html"}, params={
-        "response_type": "code", "client_id": "orders", "redirect_uri": uri, "scope": "openid"})
+    response = await env.http.get(
+        "/oauth2/authorize",
+        headers={"Accept": "text/html"},
+        params={
+            "response_type": "code",
+            "client_id": "orders",
+            "redirect_uri": uri,
+            "scope": "openid",
+        },
+    )
     assert response.status_code == 400 and "location" not in response.headers
     assert "invalid_redirect_uri" in response.text
     assert env.failures("oidc.authorize")[-1]["reason"] == "invalid_redirect_uri"
@@ -342,7 +419,8 @@ async def test_mismatched_redirect_uri_is_a_page(browser: Browser, env: Env, uri
 
 async def test_repeated_parameter_is_a_page(env: Env) -> None:
     response = await env.http.get(
-        f"/oauth2/authorize?client_id=orders&redirect_uri={APP_CB}&redirect_uri=https://e.test")
+        f"/oauth2/authorize?client_id=orders&redirect_uri={APP_CB}&redirect_uri=https://e.test"
+    )
     assert response.status_code == 400 and "location" not in response.headers
 
 
@@ -379,9 +457,16 @@ async def test_prompt_login_ends_the_session_and_signs_in_again(browser: Browser
 
 async def test_authorize_by_post(browser: Browser, env: Env) -> None:
     await browser.sign_in()
-    response = await env.http.post("/oauth2/authorize", data={
-        "response_type": "code", "client_id": "orders", "redirect_uri": APP_CB,
-        "scope": "openid", "state": "p"})
+    response = await env.http.post(
+        "/oauth2/authorize",
+        data={
+            "response_type": "code",
+            "client_id": "orders",
+            "redirect_uri": APP_CB,
+            "scope": "openid",
+            "state": "p",
+        },
+    )
     assert response.status_code == 303
     assert query_of(response.headers["location"])["state"] == "p"
 
@@ -391,8 +476,11 @@ async def test_authorize_by_post(browser: Browser, env: Env) -> None:
 
 async def test_wrong_client_secret(browser: Browser, env: Env) -> None:
     code = await browser.code("orders", APP_CB)
-    response = await token_request(env.http, {"grant_type": "authorization_code", "code": code,
-                                        "redirect_uri": APP_CB}, basic("orders", "wrong"))
+    response = await token_request(
+        env.http,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
+        basic("orders", "wrong"),
+    )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
     assert response.headers["www-authenticate"].startswith("Basic")
@@ -403,14 +491,22 @@ async def test_wrong_client_secret(browser: Browser, env: Env) -> None:
 
 
 async def test_auth_method_must_be_the_registered_one(env: Env) -> None:
-    response = await token_request(env.http, {"grant_type": "authorization_code", "code": "x",
-                                        "redirect_uri": APP_CB, "client_id": "orders"})
+    response = await token_request(
+        env.http,
+        {
+            "grant_type": "authorization_code",
+            "code": "x",
+            "redirect_uri": APP_CB,
+            "client_id": "orders",
+        },
+    )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
 
 async def test_unsupported_grant_type(env: Env) -> None:
-    response = await token_request(env.http, {"grant_type": "password", "username": "a"},
-                             basic("orders"))
+    response = await token_request(
+        env.http, {"grant_type": "password", "username": "a"}, basic("orders")
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
 
@@ -420,9 +516,14 @@ async def test_unsupported_grant_type(env: Env) -> None:
 
 async def test_rp_initiated_logout_with_hint(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser)
-    response = await env.http.get("/oauth2/logout", params={
-        "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": APP_BYE,
-        "state": "bye-1"})
+    response = await env.http.get(
+        "/oauth2/logout",
+        params={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": APP_BYE,
+            "state": "bye-1",
+        },
+    )
     assert response.status_code == 303
     assert response.headers["location"] == f"{APP_BYE}?state=bye-1"
     assert "isthmus_session" not in env.http.cookies
@@ -431,8 +532,14 @@ async def test_rp_initiated_logout_with_hint(browser: Browser, env: Env) -> None
 
 async def test_rp_initiated_logout_unregistered_uri_is_refused(browser: Browser, env: Env) -> None:
     tokens = await confidential_tokens(browser)
-    response = await env.http.get("/oauth2/logout", headers={"Accept": "text/html"}, params={
-        "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.test/"})
+    response = await env.http.get(
+        "/oauth2/logout",
+        headers={"Accept": "text/html"},
+        params={
+            "id_token_hint": tokens["id_token"],
+            "post_logout_redirect_uri": "https://evil.test/",
+        },
+    )
     assert response.status_code == 400 and "location" not in response.headers
     assert (await introspect(env, tokens["access_token"]))["active"] is True
     assert env.failures("oidc.logout")

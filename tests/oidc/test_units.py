@@ -29,16 +29,29 @@ from federation.settings import ClientSettings
 from federation.stores.memory import MemoryStore
 from tests.oidc.support import APP_BYE, APP_CB, ISSUER, SECRET, SPA_CB, make_settings, pkce_pair
 
-ALICE = FederatedIdentity(partner_id="acme", connection_id="acme-mock", issuer="urn:mock",
-                          subject="alice", email="alice@acme.test", email_verified=True,
-                          name="Alice", groups=("buyers",), amr=("mock",))
+ALICE = FederatedIdentity(
+    partner_id="acme",
+    connection_id="acme-mock",
+    issuer="urn:mock",
+    subject="alice",
+    email="alice@acme.test",
+    email_verified=True,
+    name="Alice",
+    groups=("buyers",),
+    amr=("mock",),
+)
 
 
 @pytest.fixture
 def ctx() -> ProviderContext:
     settings = make_settings()
-    return ProviderContext(ISSUER, StaticRegistry.from_settings(settings), MemoryStore(),
-                           KeyManager(None), settings.tokens)
+    return ProviderContext(
+        ISSUER,
+        StaticRegistry.from_settings(settings),
+        MemoryStore(),
+        KeyManager(None),
+        settings.tokens,
+    )
 
 
 def client(ctx: ProviderContext, client_id: str) -> ClientSettings:
@@ -66,17 +79,21 @@ def test_pkce_s256_round_trip() -> None:
 
 
 def test_pkce_rfc_appendix_b_vector() -> None:
-    rfc7636.verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
-                   "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+    rfc7636.verify(
+        "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    )
 
 
-@pytest.mark.parametrize(("challenge", "method", "public"), [
-    (None, None, True),            # public client: PKCE required
-    ("a" * 43, "plain", False),    # plain refused
-    ("a" * 43, None, False),       # default method is plain: refused
-    ("short", "S256", False),      # malformed
-    (None, "S256", False),         # method without challenge
-])
+@pytest.mark.parametrize(
+    ("challenge", "method", "public"),
+    [
+        (None, None, True),  # public client: PKCE required
+        ("a" * 43, "plain", False),  # plain refused
+        ("a" * 43, None, False),  # default method is plain: refused
+        ("short", "S256", False),  # malformed
+        (None, "S256", False),  # method without challenge
+    ],
+)
 def test_pkce_refusals(challenge: str | None, method: str | None, public: bool) -> None:
     with pytest.raises(InvalidRequest):
         rfc7636.validate_challenge(challenge, method, public=public)
@@ -105,22 +122,27 @@ def _basic(user: str, password: str) -> str:
 def test_client_authentication_methods(ctx: ProviderContext) -> None:
     auth = rfc6749.authenticate_client
     assert auth(ctx, _basic("orders", SECRET), {}).client_id == "orders"
-    assert auth(ctx, None, {"client_id": "orders-post", "client_secret": SECRET}).client_id \
+    assert (
+        auth(ctx, None, {"client_id": "orders-post", "client_secret": SECRET}).client_id
         == "orders-post"
+    )
     assert auth(ctx, None, {"client_id": "spa"}).client_id == "spa"
 
 
-@pytest.mark.parametrize(("header", "form"), [
-    (_basic("orders", "nope"), {}),
-    ("Basic !!!", {}),
-    ("Bearer abc", {}),
-    (None, {"client_id": "orders"}),                           # registered for basic
-    (None, {"client_id": "orders", "client_secret": SECRET}),  # post, registered for basic
-    (_basic("orders-post", SECRET), {}),                       # basic, registered for post
-    (None, {"client_id": "ghost"}),
-    (None, {}),
-    (None, {"client_id": "spa", "client_secret": "x"}),
-])
+@pytest.mark.parametrize(
+    ("header", "form"),
+    [
+        (_basic("orders", "nope"), {}),
+        ("Basic !!!", {}),
+        ("Bearer abc", {}),
+        (None, {"client_id": "orders"}),  # registered for basic
+        (None, {"client_id": "orders", "client_secret": SECRET}),  # post, registered for basic
+        (_basic("orders-post", SECRET), {}),  # basic, registered for post
+        (None, {"client_id": "ghost"}),
+        (None, {}),
+        (None, {"client_id": "spa", "client_secret": "x"}),
+    ],
+)
 def test_client_authentication_refusals(
     ctx: ProviderContext, header: str | None, form: dict[str, str]
 ) -> None:
@@ -135,8 +157,7 @@ def test_client_credentials_in_two_places(ctx: ProviderContext) -> None:
 
 
 def test_resolve_client_exact_redirect(ctx: ProviderContext) -> None:
-    assert rfc6749.resolve_client(ctx, {"client_id": "orders", "redirect_uri": APP_CB})[1] \
-        == APP_CB
+    assert rfc6749.resolve_client(ctx, {"client_id": "orders", "redirect_uri": APP_CB})[1] == APP_CB
     with pytest.raises(InvalidRedirectUri):
         rfc6749.resolve_client(ctx, {"client_id": "orders", "redirect_uri": APP_CB + "#x"})
     with pytest.raises(InvalidRedirectUri):
@@ -148,8 +169,15 @@ def test_resolve_client_exact_redirect(ctx: ProviderContext) -> None:
 def test_authorization_request_validation(ctx: ProviderContext) -> None:
     orders = client(ctx, "orders")
     ok = rfc6749.validate_authorization_request(
-        orders, APP_CB, {"response_type": "code", "scope": "openid email openid",
-                         "prompt": "login", "max_age": "60"})
+        orders,
+        APP_CB,
+        {
+            "response_type": "code",
+            "scope": "openid email openid",
+            "prompt": "login",
+            "max_age": "60",
+        },
+    )
     assert ok.scope == ("openid", "email") and ok.prompt == {"login"} and ok.max_age == 60
     bad: list[tuple[dict[str, str], type[Exception]]] = [
         ({"response_type": "token", "scope": "openid"}, UnsupportedResponseType),
@@ -157,29 +185,33 @@ def test_authorization_request_validation(ctx: ProviderContext) -> None:
         ({"response_type": "code", "scope": "openid admin"}, InvalidScope),
         ({"response_type": "code", "scope": "openid", "prompt": "none login"}, InvalidRequest),
         ({"response_type": "code", "scope": "openid", "max_age": "-1"}, InvalidRequest),
-        ({"response_type": "code", "scope": "openid", "response_mode": "fragment"},
-         InvalidRequest),
-        ({"response_type": "code", "scope": "openid", "request": "x.y.z"},
-         rfc6749.RequestNotSupported),
+        ({"response_type": "code", "scope": "openid", "response_mode": "fragment"}, InvalidRequest),
+        (
+            {"response_type": "code", "scope": "openid", "request": "x.y.z"},
+            rfc6749.RequestNotSupported,
+        ),
     ]
     for params, error in bad:
         with pytest.raises(error):
             rfc6749.validate_authorization_request(orders, APP_CB, params)
 
 
-async def _code(ctx: ProviderContext, client_id: str, redirect_uri: str,
-                challenge: str | None = None) -> str:
+async def _code(
+    ctx: ProviderContext, client_id: str, redirect_uri: str, challenge: str | None = None
+) -> str:
     session = await SessionManager(ctx.store, 3600).create(ALICE)
-    request = rfc6749.AuthorizationRequest(client(ctx, client_id), redirect_uri,
-                                           ("openid",), "s", "n", challenge, frozenset(), None)
+    request = rfc6749.AuthorizationRequest(
+        client(ctx, client_id), redirect_uri, ("openid",), "s", "n", challenge, frozenset(), None
+    )
     return await rfc6749.issue_code(ctx, request, session)
 
 
 async def test_code_is_bound_to_its_client(ctx: ProviderContext) -> None:
     code = await _code(ctx, "orders", APP_CB)
     with pytest.raises(InvalidGrant):
-        await rfc6749.exchange_code(ctx, client(ctx, "orders-post"),
-                                    {"code": code, "redirect_uri": APP_CB})
+        await rfc6749.exchange_code(
+            ctx, client(ctx, "orders-post"), {"code": code, "redirect_uri": APP_CB}
+        )
 
 
 async def test_concurrent_code_redemption_has_one_winner(ctx: ProviderContext) -> None:
@@ -188,7 +220,8 @@ async def test_concurrent_code_redemption_has_one_winner(ctx: ProviderContext) -
     form = {"code": code, "redirect_uri": SPA_CB, "code_verifier": verifier}
     results = await asyncio.gather(
         *(rfc6749.exchange_code(ctx, client(ctx, "spa"), form) for _ in range(5)),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     winners = [r for r in results if isinstance(r, dict)]
     assert len(winners) == 1
     assert all(isinstance(r, InvalidGrant) for r in results if not isinstance(r, dict))
@@ -205,9 +238,11 @@ async def test_concurrent_refresh_counts_as_reuse(ctx: ProviderContext) -> None:
     orders = client(ctx, "orders")
     tokens = await rfc6749.exchange_code(ctx, orders, {"code": code, "redirect_uri": APP_CB})
     form = {"refresh_token": tokens["refresh_token"]}
-    results = await asyncio.gather(exchange_refresh_token(ctx, orders, form),
-                                   exchange_refresh_token(ctx, orders, form),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        exchange_refresh_token(ctx, orders, form),
+        exchange_refresh_token(ctx, orders, form),
+        return_exceptions=True,
+    )
     winner = next(r for r in results if isinstance(r, dict))
     assert any(isinstance(r, InvalidGrant) for r in results)
     with pytest.raises(InvalidGrant):
@@ -216,8 +251,9 @@ async def test_concurrent_refresh_counts_as_reuse(ctx: ProviderContext) -> None:
 
 async def test_refresh_tokens_are_stored_hashed(ctx: ProviderContext) -> None:
     code = await _code(ctx, "orders", APP_CB)
-    tokens = await rfc6749.exchange_code(ctx, client(ctx, "orders"),
-                                         {"code": code, "redirect_uri": APP_CB})
+    tokens = await rfc6749.exchange_code(
+        ctx, client(ctx, "orders"), {"code": code, "redirect_uri": APP_CB}
+    )
     store = ctx.store
     assert isinstance(store, MemoryStore)
     dump = repr(store._entries)
@@ -246,8 +282,14 @@ async def test_id_token_is_not_an_access_token(ctx: ProviderContext) -> None:
 async def test_expired_access_token_is_inactive() -> None:
     now = [1_000_000.0]
     settings = make_settings()
-    ctx = ProviderContext(ISSUER, StaticRegistry.from_settings(settings), MemoryStore(),
-                          KeyManager(None), settings.tokens, clock=lambda: now[0])
+    ctx = ProviderContext(
+        ISSUER,
+        StaticRegistry.from_settings(settings),
+        MemoryStore(),
+        KeyManager(None),
+        settings.tokens,
+        clock=lambda: now[0],
+    )
     grant = await signed_in(ctx)
     access = rfc9068.issue(ctx, grant)
     now[0] += settings.tokens.access_token_ttl + settings.tokens.leeway_seconds + 1
@@ -286,17 +328,20 @@ def test_discovery_lists_only_what_is_built() -> None:
 async def test_logout_request_validation(ctx: ProviderContext) -> None:
     grant = await signed_in(ctx)
     hint = core.id_token(ctx, grant, nonce=None, access_token=None)
-    ok = validate_logout_request(ctx, {"id_token_hint": hint, "post_logout_redirect_uri": APP_BYE,
-                                       "state": "a b"})
+    ok = validate_logout_request(
+        ctx, {"id_token_hint": hint, "post_logout_redirect_uri": APP_BYE, "state": "a b"}
+    )
     assert ok.may_end(grant.sid) and not ok.may_end("another-session")
     assert ok.redirect_url() == f"{APP_BYE}?state=a+b"
     with pytest.raises(InvalidRedirectUri):
-        validate_logout_request(ctx, {"id_token_hint": hint,
-                                      "post_logout_redirect_uri": APP_BYE + "/"})
+        validate_logout_request(
+            ctx, {"id_token_hint": hint, "post_logout_redirect_uri": APP_BYE + "/"}
+        )
     with pytest.raises(InvalidRequest):
         validate_logout_request(ctx, {"id_token_hint": hint, "client_id": "spa"})
-    without = validate_logout_request(ctx, {"client_id": "orders",
-                                            "post_logout_redirect_uri": APP_BYE})
+    without = validate_logout_request(
+        ctx, {"client_id": "orders", "post_logout_redirect_uri": APP_BYE}
+    )
     assert not without.may_end(grant.sid)
     with pytest.raises(InvalidRedirectUri):
         validate_logout_request(ctx, {"post_logout_redirect_uri": APP_BYE})
