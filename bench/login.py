@@ -41,6 +41,7 @@ import contextlib
 import cProfile
 import gc
 import hashlib
+import html
 import io
 import logging
 import os
@@ -56,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ from federation.settings import (
     PartnerStatus,
     Settings,
 )
-from federation.stores.base import JSON, Store
+from federation.stores.base import JSON, Put, SetAdd, Store
 from federation.stores.memory import MemoryStore
 from federation.stores.redis import RedisStore
 from federation.web.app import create_app
@@ -101,8 +102,7 @@ STEPS = (
 )
 SIGN = "cryptography RSA-2048 sign (PKCS#1 v1.5 SHA-256)"
 VERIFY = "cryptography RSA-2048 verify"
-_FLOW = re.compile(r'name="flow" value="([^"]+)"')
-_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
 # --- instrumentation ----------------------------------------------------------------------
@@ -165,6 +165,10 @@ class TimedStore:
     async def get(self, key: str) -> JSON | None:
         with self._timed():
             return await self.inner.get(key)
+
+    async def write_many(self, puts: Sequence[Put] = (), adds: Sequence[SetAdd] = ()) -> None:
+        with self._timed():
+            await self.inner.write_many(puts, adds)
 
     async def take(self, key: str) -> JSON | None:
         with self._timed():
@@ -330,15 +334,14 @@ async def one_login(r: Rig, check: bool = False) -> LoginSample:
     start()
     page = await r.http.get("/login", params={"rd": authorize})
     _expect(page, 200, "GET /login")
-    flow, csrf = _FLOW.search(page.text), _CSRF.search(page.text)
-    if flow is None or csrf is None:
-        raise RuntimeError("GET /login: no flow/csrf fields in the form")
+    # csrf and rd, as a browser posts them back (attribute values unescaped)
+    fields = {name: html.unescape(value) for name, value in _HIDDEN.findall(page.text)}
+    if "csrf" not in fields:
+        raise RuntimeError("GET /login: no csrf field in the form")
     lap()
 
     start()
-    sent = await r.http.post(
-        "/login", data={"flow": flow.group(1), "csrf": csrf.group(1), "email": EMAIL}
-    )
+    sent = await r.http.post("/login", data={**fields, "email": EMAIL})
     _expect(sent, 303, "POST /login")
     lap()
 
@@ -698,6 +701,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--crypto-seconds", type=float, default=1.0)
     parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop: uvloop (what `isthmus serve` runs on) or the stdlib's",
+    )
+    parser.add_argument(
         "--audit",
         choices=("devnull", "off"),
         default="devnull",
@@ -746,7 +755,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         audit.setLevel(logging.WARNING)
     crypto = crypto_rates(args.crypto_seconds)
-    results = asyncio.run(amain(args))
+    if args.loop == "uvloop":
+        import uvloop
+
+        results = uvloop.run(amain(args))
+    else:
+        results = asyncio.run(amain(args))
     report(results, crypto)
 
 

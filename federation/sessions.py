@@ -27,7 +27,7 @@ class Session:
     @property
     def sid(self) -> str:
         """The public session identifier put in tokens (``sid``); not the cookie value."""
-        return digest(self.id)[:32]
+        return _sid_of(digest(self.id))
 
 
 def digest(value: str) -> str:
@@ -43,15 +43,21 @@ class SessionManager:
     async def create(self, identity: FederatedIdentity) -> Session:
         now = int(self._clock())
         session = Session(secrets.token_urlsafe(32), identity, now, now + self._ttl)
-        await self._store.put(
-            _key(session.id),
-            {"identity": identity.to_dict(), "created_at": now, "expires_at": session.expires_at},
-            self._ttl,
+        record = {
+            "identity": identity.to_dict(),
+            "created_at": now,
+            "expires_at": session.expires_at,
+        }
+        hashed = digest(session.id)
+        # The sid record repeats the identity so that token checks need one read, not two;
+        # ending the session deletes both.
+        await self._store.write_many(
+            puts=[
+                (_key(session.id), record, self._ttl),
+                (_sid_key(session.sid), record, self._ttl),
+            ],
+            adds=[(_partner_index(identity.partner_id), hashed, self._ttl)],
         )
-        await self._store.set_add(
-            _partner_index(identity.partner_id), digest(session.id), self._ttl
-        )
-        await self._store.put(_sid_key(session.sid), {"session": digest(session.id)}, self._ttl)
         return session
 
     async def get(self, session_id: str) -> Session | None:
@@ -86,6 +92,7 @@ class SessionManager:
         ended = 0
         for hashed in await self._store.set_members(index):
             ended += await self._store.delete(f"session:{hashed}")
+            await self._store.delete(_sid_key(_sid_of(hashed)))
         await self._store.delete(index)
         return ended
 
@@ -93,11 +100,14 @@ class SessionManager:
 async def identity_for_sid(store: Store, sid: str, now: float) -> FederatedIdentity | None:
     if not sid or len(sid) > 64:
         return None
-    index = await store.get(_sid_key(sid))
-    data = await store.get(f"session:{index['session']}") if index else None
+    data = await store.get(_sid_key(sid))
     if data is None or data["expires_at"] <= now:
         return None
     return FederatedIdentity.from_dict(data["identity"])
+
+
+def _sid_of(hashed: str) -> str:
+    return hashed[:32]
 
 
 def _sid_key(sid: str) -> str:

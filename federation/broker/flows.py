@@ -14,7 +14,6 @@ FLOW_TTL = 600
 @dataclass(frozen=True, slots=True)
 class LoginFlow:
     id: str
-    csrf: str
     return_url: str
     login_hint: str | None = None
     connection_id: str | None = None
@@ -22,7 +21,7 @@ class LoginFlow:
 
     @classmethod
     def new(cls, return_url: str, login_hint: str | None = None) -> LoginFlow:
-        return cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24), return_url, login_hint)
+        return cls(secrets.token_urlsafe(24), return_url, login_hint)
 
     def started(self, connection_id: str, connector_state: dict[str, Any]) -> LoginFlow:
         return replace(self, connection_id=connection_id, connector_state=connector_state)

@@ -1,4 +1,4 @@
-"""The login flow, framework-free: begin → discover → start upstream → complete."""
+"""The login flow, framework-free: discover → start upstream (flow stored) → complete."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from connectors.base import CallbackRequest, LoginRequest
 from federation.broker.binding import bind
 from federation.broker.discovery import Realm, discover
 from federation.broker.flows import FlowStore, LoginFlow
-from federation.errors import CsrfError, InvalidState, IsthmusError, NotFound, PartnerNotActive
+from federation.errors import InvalidState, IsthmusError, NotFound, PartnerNotActive
 from federation.hub import Hub
 from federation.redirects import safe_return_url
 from federation.sessions import Session
@@ -28,23 +28,9 @@ class Broker:
         self.hub = hub
         self.flows = FlowStore(hub.store)
 
-    async def begin(self, return_url: str | None, login_hint: str | None = None) -> LoginFlow:
-        flow = LoginFlow.new(safe_return_url(return_url, self.hub.issuer), login_hint)
-        await self.flows.save(flow)
-        return flow
-
-    async def checked_flow(self, flow_id: str, csrf: str, cookie_flow_id: str | None) -> LoginFlow:
-        """The flow a form posts for, after the CSRF checks (token and browser binding)."""
-        flow = await self.flows.get(flow_id)
-        if flow is None:
-            raise InvalidState(f"unknown or expired flow {flow_id[:8]}…")
-        if not (
-            cookie_flow_id
-            and hmac.compare_digest(cookie_flow_id, flow.id)
-            and hmac.compare_digest(csrf, flow.csrf)
-        ):
-            raise CsrfError("form token or flow cookie does not match the flow")
-        return flow
+    def begin(self, return_url: str | None, login_hint: str | None = None) -> LoginFlow:
+        """A new flow; nothing is stored until it goes upstream (:meth:`start`)."""
+        return LoginFlow.new(safe_return_url(return_url, self.hub.issuer), login_hint)
 
     def discover(self, email_or_domain: str) -> Realm | None:
         return discover(self.hub.registry, email_or_domain)

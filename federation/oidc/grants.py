@@ -28,6 +28,7 @@ from typing import Any
 from federation.identity import FederatedIdentity
 from federation.oidc.context import ProviderContext
 from federation.sessions import identity_for_sid
+from federation.stores.base import Put, SetAdd
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +89,9 @@ def new_family_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-async def add_access_token(ctx: ProviderContext, family: str, jti: str) -> None:
-    await ctx.store.set_add(f"oidc:family-jtis:{family}", jti, ctx.tokens.access_token_ttl)
+def access_token_index(ctx: ProviderContext, family: str, jti: str) -> SetAdd:
+    """The write that files an access token under its family (so revoking finds it)."""
+    return (f"oidc:family-jtis:{family}", jti, ctx.tokens.access_token_ttl)
 
 
 async def revoke_jti(ctx: ProviderContext, jti: str, ttl: float) -> None:
@@ -112,19 +114,17 @@ async def revoke_family(ctx: ProviderContext, family: str) -> None:
     await ctx.store.delete(jtis_key)
 
 
-async def store_refresh_token(ctx: ProviderContext, family: str, grant: Grant) -> str:
-    """Mint the family's next refresh token; the family record points at it (sliding TTL)."""
+def refresh_token_writes(ctx: ProviderContext, family: str, grant: Grant) -> tuple[str, list[Put]]:
+    """Mint the family's next refresh token and the writes that record it (sliding TTL):
+    the token (hashed) → its family, and the family → its grant and current token."""
     token = new_token()
     hashed = token_hash(token)
     ttl = ctx.tokens.refresh_token_ttl
-    expires_at = ctx.now() + ttl
-    await ctx.store.put(f"oidc:refresh:{hashed}", {"family": family}, ttl)
-    await ctx.store.put(
-        f"oidc:family:{family}",
-        {"grant": grant.to_dict(), "current": hashed, "expires_at": expires_at},
-        ttl,
-    )
-    return token
+    family_record = {"grant": grant.to_dict(), "current": hashed, "expires_at": ctx.now() + ttl}
+    return token, [
+        (f"oidc:refresh:{hashed}", {"family": family}, ttl),
+        (f"oidc:family:{family}", family_record, ttl),
+    ]
 
 
 async def family_grant(ctx: ProviderContext, family: str) -> tuple[Grant, int] | None:

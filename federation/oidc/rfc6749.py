@@ -35,16 +35,17 @@ from federation.oidc import core, rfc7636, rfc9068
 from federation.oidc.context import ProviderContext
 from federation.oidc.grants import (
     Grant,
-    add_access_token,
+    access_token_index,
     new_family_id,
     new_token,
+    refresh_token_writes,
     revoke_family,
     session_alive,
-    store_refresh_token,
     token_hash,
 )
 from federation.sessions import Session
 from federation.settings import ClientSettings
+from federation.stores.base import Put
 
 MAX_PARAM = 2048
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
@@ -280,7 +281,6 @@ async def issue_tokens(
 ) -> dict[str, Any]:
     """The token response (§5.1): access token, ID token, and a refresh token if allowed."""
     access = rfc9068.issue(ctx, grant)
-    await add_access_token(ctx, family, access.jti)
     response: dict[str, Any] = {
         "access_token": access.token,
         "token_type": "Bearer",
@@ -288,6 +288,8 @@ async def issue_tokens(
         "scope": list_to_scope(list(grant.scope)),
         "id_token": core.id_token(ctx, grant, nonce=nonce, access_token=access.token),
     }
+    puts: list[Put] = []
     if "refresh_token" in client.grant_types:
-        response["refresh_token"] = await store_refresh_token(ctx, family, refresh_grant or grant)
+        response["refresh_token"], puts = refresh_token_writes(ctx, family, refresh_grant or grant)
+    await ctx.store.write_many(puts=puts, adds=[access_token_index(ctx, family, access.jti)])
     return response

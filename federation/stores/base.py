@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 JSON = dict[str, Any]
+Put = tuple[str, JSON, float]  # key, value, ttl
+SetAdd = tuple[str, str, float]  # key, member, ttl
 
 
 class Store(Protocol):
@@ -19,6 +22,14 @@ class Store(Protocol):
 
     async def get(self, key: str) -> JSON | None:
         """The value, or None when absent or expired."""
+
+    async def write_many(self, puts: Sequence[Put] = (), adds: Sequence[SetAdd] = ()) -> None:
+        """Several ``put`` and ``set_add`` in one round trip, seen by others all at once.
+
+        Writes that belong together (a session and its indexes, the tokens of one token
+        response) go here: one network round trip instead of one per key. Values are
+        checked before anything is written, so a bad value writes nothing.
+        """
 
     async def take(self, key: str) -> JSON | None:
         """Read and delete atomically: of concurrent callers exactly one gets the value."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import heapq
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from federation.stores.base import JSON
+from federation.stores.base import JSON, Put, SetAdd
 
 # What one key holds: a JSON document (kept encoded, as Redis keeps it) or a set.
 _Entry = tuple[float, str | set[str]]
@@ -41,6 +41,17 @@ class MemoryStore:
     async def put(self, key: str, value: JSON, ttl: float) -> None:
         encoded = _encode(value)
         self._write(key, encoded, self._expires(ttl))
+
+    async def write_many(self, puts: Sequence[Put] = (), adds: Sequence[SetAdd] = ()) -> None:
+        # Check every value first so a bad one writes nothing; no await in between, so no
+        # other task sees a part of it.
+        checked = [(key, _encode(value), self._expires(ttl)) for key, value, ttl in puts]
+        for _, _, ttl in adds:
+            self._expires(ttl)
+        for key, encoded, expires in checked:
+            self._write(key, encoded, expires)
+        for key, member, ttl in adds:
+            await self.set_add(key, member, ttl)
 
     async def get(self, key: str) -> JSON | None:
         data = self._live(key)
@@ -92,6 +103,11 @@ class MemoryStore:
         members.discard(member)
         if not members:
             del self._entries[key]
+
+    def size(self) -> int:
+        """Live keys (for tests and the embedded store's metrics)."""
+        now = self._clock()
+        return sum(1 for expires, _ in self._entries.values() if expires > now)
 
     async def ping(self) -> None:
         return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from federation.errors import StoreUnavailable
-from federation.stores.base import JSON
+from federation.stores.base import JSON, Put, SetAdd
 
 # Seconds. A hub request must not hang on Redis: the connect timeout bounds an unreachable
 # host, the read timeout a stalled server (Redis answers in well under a millisecond; one
@@ -101,6 +101,20 @@ class RedisStore:
     async def put(self, key: str, value: JSON, ttl: float) -> None:
         encoded = _encode(value)
         await self._call("SET", self._redis.set(self._key(key), encoded, px=_millis(ttl)))
+
+    async def write_many(self, puts: Sequence[Put] = (), adds: Sequence[SetAdd] = ()) -> None:
+        """One MULTI/EXEC round trip. Under Redis Cluster its keys must share a hash slot."""
+        encoded = [(self._key(key), _encode(value), _millis(ttl)) for key, value, ttl in puts]
+        members = [(self._key(key), member, _millis(ttl)) for key, member, ttl in adds]
+        if not encoded and not members:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        for key, value, millis in encoded:
+            pipe.set(key, value, px=millis)
+        for key, member, millis in members:
+            # EVAL, not the registered script: a pipeline would first ask SCRIPT EXISTS.
+            pipe.eval(_SET_ADD, 1, key, member, millis)
+        await self._call("MULTI", pipe.execute())
 
     async def get(self, key: str) -> JSON | None:
         encoded = await self._call("GET", self._redis.get(self._key(key)))

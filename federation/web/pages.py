@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
-import secrets
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -11,11 +10,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from federation.broker.discovery import Realm
-from federation.broker.flows import FLOW_TTL, LoginFlow
+from federation.broker.flows import FLOW_TTL
 from federation.broker.login import Broker
-from federation.errors import CsrfError, InvalidRequest, NotFound
+from federation.errors import InvalidRequest, NotFound
 from federation.hub import Hub
 from federation.sessions import Session
+from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
 from federation.web.templating import render
 
@@ -47,87 +47,80 @@ async def home(request: Request) -> Response:
 
 
 async def login_page(request: Request) -> Response:
-    broker = broker_of(request)
+    """The email form; a ``login_hint`` or ``domain_hint`` that names a partner skips it."""
     query = request.query_params
     login_hint = query.get("login_hint") or None
-    flow = await broker.begin(query.get("rd"), login_hint)
+    attempt = Attempt(query.get("rd") or "/", login_hint or "", csrf.token(request))
     hint = query.get("domain_hint") or login_hint
-    if hint:
-        realm = broker.discover(hint)
-        if realm is not None and not realm.unknown:
-            return await _continue(request, flow, realm, email=login_hint or "")
-    return _with_flow_cookie(request, _email_form(request, flow, email=login_hint or ""), flow)
+    realm = broker_of(request).discover(hint) if hint else None
+    if realm is not None and not realm.unknown:
+        return await _continue(request, attempt, realm)
+    return _email_form(request, attempt)
 
 
 async def login_submit(request: Request) -> Response:
-    broker = broker_of(request)
     form = await request.form()
-    flow = await broker.checked_flow(
-        _field(form, "flow"), _field(form, "csrf"), request.cookies.get(FLOW_COOKIE)
-    )
-    email = _field(form, "email").strip()
-    realm = broker.discover(email)
+    attempt = Attempt(_field(form, "rd"), _field(form, "email").strip(), csrf.check(request, form))
+    realm = broker_of(request).discover(attempt.email)
     if realm is None:
-        return _email_form(
-            request,
-            flow,
-            email=email,
-            status=400,
-            message="Please enter your work email address, like name@company.com.",
-        )
+        message = "Please enter your work email address, like name@company.com."
+        return _email_form(request, attempt, status=400, message=message)
     if realm.unknown:
         hub_of(request).audit.emit(
-            "login.discovery", outcome="failure", reason="unknown_domain", domain=realm.domain
+            "login.discovery",
+            outcome="failure",
+            reason="unknown_domain",
+            domain=realm.domain,
+            request_id=request.state.request_id,
         )
-        return _email_form(
-            request,
-            flow,
-            email=email,
-            status=404,
-            message=f"We do not know a company that signs in with “{realm.domain}”. "
-            "Check the address, or ask your contact at our company to invite yours.",
+        message = (
+            f"We do not know a company that signs in with “{realm.domain}”. "
+            "Check the address, or ask your contact at our company to invite yours."
         )
-    return await _continue(request, flow, realm, email=email)
+        return _email_form(request, attempt, status=404, message=message)
+    return await _continue(request, attempt, realm)
 
 
 async def choose_submit(request: Request) -> Response:
-    broker = broker_of(request)
     form = await request.form()
-    flow = await broker.checked_flow(
-        _field(form, "flow"), _field(form, "csrf"), request.cookies.get(FLOW_COOKIE)
-    )
+    attempt = Attempt(_field(form, "rd"), _field(form, "email"), csrf.check(request, form))
     connection_id = _field(form, "connection")
-    realm = broker.discover(_field(form, "domain"))
+    realm = broker_of(request).discover(_field(form, "domain"))
     if realm is None or realm.partner is None or connection_id not in realm.connection_ids:
         raise InvalidRequest(f"connection {connection_id!r} is not offered for this domain")
-    return await _start(request, flow, connection_id)
+    return await _start(request, attempt, connection_id)
 
 
-async def _continue(request: Request, flow: LoginFlow, realm: Realm, email: str) -> Response:
-    if realm.ambiguous:
-        assert realm.partner is not None
-        hub = hub_of(request)
-        options = [
-            (c.id, c.display_name or f"{realm.partner.settings.name} — {c.id}")
-            for c in realm.partner.settings.connections
-        ]
-        page = render(
-            request,
-            "choose.html",
-            flow=flow,
-            realm=realm,
-            options=options,
-            partner=realm.partner,
-            email=email,
-            hub=hub,
-        )
-        return _with_flow_cookie(request, page, flow)
-    return await _start(request, flow, realm.connection_ids[0])
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the login pages carry from form to form until a flow goes upstream."""
+
+    return_url: str
+    email: str
+    csrf: str
 
 
-async def _start(request: Request, flow: LoginFlow, connection_id: str) -> Response:
-    url = await broker_of(request).start(flow, connection_id, request.state.request_id)
-    return _with_flow_cookie(request, RedirectResponse(url, status_code=303), flow)
+async def _continue(request: Request, attempt: Attempt, realm: Realm) -> Response:
+    if not realm.ambiguous:
+        return await _start(request, attempt, realm.connection_ids[0])
+    assert realm.partner is not None
+    options = [
+        (c.id, c.display_name or f"{realm.partner.settings.name} — {c.id}")
+        for c in realm.partner.settings.connections
+    ]
+    page = render(
+        request, "choose.html", attempt=attempt, realm=realm, options=options, partner=realm.partner
+    )
+    return csrf.remember(page, hub_of(request).settings, attempt.csrf)
+
+
+async def _start(request: Request, attempt: Attempt, connection_id: str) -> Response:
+    broker = broker_of(request)
+    flow = broker.begin(attempt.return_url, attempt.email or None)
+    url = await broker.start(flow, connection_id, request.state.request_id)
+    response = RedirectResponse(url, status_code=303)
+    set_cookie(response, hub_of(request).settings, FLOW_COOKIE, flow.id, FLOW_TTL)
+    return response
 
 
 async def callback(request: Request) -> Response:
@@ -155,17 +148,13 @@ async def callback(request: Request) -> Response:
 
 async def logout_page(request: Request) -> Response:
     session = await current_session(request)
-    csrf = request.cookies.get("isthmus_csrf") or _new_token()
-    response = render(request, "logout.html", session=session, csrf=csrf)
-    set_cookie(response, hub_of(request).settings, "isthmus_csrf", csrf, FLOW_TTL)
-    return response
+    token = csrf.token(request)
+    response = render(request, "logout.html", session=session, csrf=token)
+    return csrf.remember(response, hub_of(request).settings, token)
 
 
 async def logout_submit(request: Request) -> Response:
-    form = await request.form()
-    cookie = request.cookies.get("isthmus_csrf", "")
-    if not cookie or not _same(cookie, _field(form, "csrf")):
-        raise CsrfError("logout form token does not match its cookie")
+    csrf.check(request, await request.form())
     return await end_session_response(request, render_page=True)
 
 
@@ -214,14 +203,10 @@ async def mock_idp(request: Request) -> Response:
 
 
 def _email_form(
-    request: Request, flow: LoginFlow, *, email: str, status: int = 200, message: str | None = None
+    request: Request, attempt: Attempt, *, status: int = 200, message: str | None = None
 ) -> Response:
-    return render(request, "login.html", status=status, flow=flow, email=email, message=message)
-
-
-def _with_flow_cookie(request: Request, response: Response, flow: LoginFlow) -> Response:
-    set_cookie(response, hub_of(request).settings, FLOW_COOKIE, flow.id, FLOW_TTL)
-    return response
+    page = render(request, "login.html", status=status, attempt=attempt, message=message)
+    return csrf.remember(page, hub_of(request).settings, attempt.csrf)
 
 
 def _field(form: object, name: str) -> str:
@@ -229,14 +214,6 @@ def _field(form: object, name: str) -> str:
     if not isinstance(value, str):
         raise InvalidRequest(f"form field {name!r} is missing")
     return value
-
-
-def _new_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a, b)
 
 
 routes = [

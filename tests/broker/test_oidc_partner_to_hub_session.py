@@ -101,6 +101,7 @@ async def test_login_through_the_partner_oidc_idp(
     assert path == "/callback/acme-oidc"
     assert acme_idp.last_authorize_params["code_challenge_method"] == "S256"
     assert acme_idp.last_authorize_params["nonce"]
+    assert acme_idp.last_authorize_params["login_hint"] == "alice@acme.example"  # as typed
     done = await client.get(path, params=params)
     assert done.status_code == 303, done.text
     session = await hub.sessions.get(client.cookies["isthmus_session"])

@@ -2,7 +2,7 @@
 
 It speaks just enough OIDC Core 1.0 / RFC 6749 / RFC 7636 / RFC 9207 for the hub's
 upstream connector: discovery, ``/authorize`` (no login page: it signs in the user named by
-``login_hint``, or the first user), ``/token`` (client authentication, exact
+``login_hint``, else the first user), ``/token`` (client authentication, exact
 ``redirect_uri``, S256 PKCE, single-use codes), ``/userinfo`` and ``/jwks``. Every instance
 generates an RS256 and an ES256 key; ``alg`` picks the one that signs ID tokens, the JWKS
 publishes both.
@@ -268,8 +268,6 @@ class FakeOidcProvider:
         if params.get("code_challenge_method") != "S256" or not params.get("code_challenge"):
             return {"error": "invalid_request", "error_description": "S256 PKCE required"}
         user = self._user(params.get("login_hint"))
-        if user is None:
-            return {"error": "access_denied", "error_description": "unknown login_hint"}
         code = secrets.token_urlsafe(24)
         self._codes[code] = _Grant(
             self.client_id,
@@ -280,10 +278,9 @@ class FakeOidcProvider:
         )
         return {"code": code}
 
-    def _user(self, hint: str | None) -> FakeUser | None:
-        if not hint:
-            return self.users[0]
-        return next((u for u in self.users if hint in (u.sub, u.email)), None)
+    def _user(self, hint: str | None) -> FakeUser:
+        # A hint only pre-fills a real IdP's form: whoever signs in there is who comes back.
+        return next((u for u in self.users if hint in (u.sub, u.email)), self.users[0])
 
     async def _token(self, request: Request) -> Response:
         self.hits["token"] += 1

@@ -306,6 +306,40 @@ async def test_one_key_space(harness: Harness) -> None:
     assert await harness.store.get("idx") == {"v": 2}
 
 
+async def test_write_many(harness: Harness) -> None:
+    await harness.store.set_add("idx", "old", SHORT)
+    await harness.store.write_many(
+        puts=[("a", {"v": 1}, SHORT), ("b", NESTED, LONG)],
+        adds=[("idx", "new", LONG), ("fresh", "x", SHORT)],
+    )
+    assert await harness.store.get("a") == {"v": 1}
+    assert await harness.store.get("b") == NESTED
+    assert await harness.store.set_members("idx") == {"old", "new"}
+    assert await harness.store.set_members("fresh") == {"x"}
+    await harness.elapse(SHORT)
+    assert await harness.store.get("a") is None
+    assert await harness.store.get("b") == NESTED
+    assert await harness.store.set_members("idx") == {"old", "new"}  # extended, not shortened
+    assert await harness.store.set_members("fresh") == set()
+
+
+async def test_write_many_with_a_bad_value_writes_nothing(harness: Harness) -> None:
+    with pytest.raises(TypeError):
+        await harness.store.write_many(
+            puts=[("good", {"v": 1}, LONG), ("bad", ["not", "an", "object"], LONG)],  # type: ignore[list-item]
+            adds=[("idx", "m", LONG)],
+        )
+    with pytest.raises(ValueError):
+        await harness.store.write_many(puts=[("good", {"v": 1}, LONG)], adds=[("idx", "m", 0)])
+    assert await harness.store.get("good") is None
+    assert await harness.store.set_members("idx") == set()
+
+
+async def test_write_many_of_nothing(harness: Harness) -> None:
+    await harness.store.write_many()
+    assert await harness.store.get("anything") is None
+
+
 # --- namespaces and health ------------------------------------------------------------------
 
 
