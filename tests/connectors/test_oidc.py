@@ -25,6 +25,7 @@ from federation.errors import (
 )
 from federation.identity import FederatedIdentity
 from federation.settings import MockConnectionSettings, PartnerKind, PartnerSettings
+from tests.fakes.clock import FakeClock
 from tests.fakes.oidc_idp import FakeOidcProvider, FakeUser
 
 CALLBACK = "https://hub.test/callback/acme-oidc"
@@ -41,17 +42,6 @@ ALICE = FakeUser(
     },
 )
 BOB = FakeUser("bob-456", email="bob@acme.test", email_verified="false", name="Bob")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

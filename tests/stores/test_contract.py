@@ -21,21 +21,11 @@ import pytest
 from federation.stores.base import Store
 from federation.stores.memory import MemoryStore
 from federation.stores.redis import RedisStore
+from tests.fakes.clock import FakeClock
 
 SHORT = 0.3  # seconds: a TTL that tests wait out
 LONG = 300.0  # seconds: a TTL that never runs out during a test
 EXPIRY_DEADLINE = 10.0  # seconds past SHORT before a Redis expiry counts as missed
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
