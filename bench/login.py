@@ -214,9 +214,9 @@ class Rig:
     rng: random.Random
 
 
-def settings_for(idp: FakeOidcProvider) -> Settings:
+def settings_for(idp: FakeOidcProvider, issuer: str = HUB) -> Settings:
     return Settings(
-        issuer=HUB,
+        issuer=issuer,
         allow_insecure_http=True,
         partners=(
             PartnerSettings(
@@ -505,12 +505,25 @@ def crypto_rates(seconds: float) -> dict[str, float]:
 @contextlib.contextmanager
 def private_redis() -> Iterator[str]:
     """A throw-away redis-server on a free 127.0.0.1 port, stopped (by its pid) afterwards."""
+    with private_redis_process() as (url, _):
+        yield url
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bound, read, released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextlib.contextmanager
+def private_redis_process() -> Iterator[tuple[str, int]]:
+    """:func:`private_redis`, also giving the server's pid (to read its CPU time)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("--redis auto needs redis-server on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
         command = [
             binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
@@ -526,7 +539,7 @@ def private_redis() -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"redis-server on port {port} did not start")
                 time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://127.0.0.1:{port}/0", process.pid
         finally:
             process.terminate()
             try:
@@ -745,15 +758,25 @@ async def amain(args: argparse.Namespace) -> list[Result]:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def configure_audit(mode: str) -> None:
+    """Audit lines formatted and written to /dev/null ("devnull"), or not formatted ("off")."""
     audit = logging.getLogger("isthmus.audit")
     audit.propagate = False
-    if args.audit == "devnull":
+    if mode == "devnull":
         audit.setLevel(logging.INFO)
         audit.addHandler(logging.FileHandler(os.devnull))
     else:
         audit.setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.served:
+        from bench.served import run_served
+
+        run_served(args)
+        return
+    configure_audit(args.audit)
     crypto = crypto_rates(args.crypto_seconds)
     if args.loop == "uvloop":
         import uvloop

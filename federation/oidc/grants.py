@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from federation.errors import InvalidGrant
 from federation.identity import FederatedIdentity
 from federation.oidc.context import ProviderContext
 from federation.sessions import identity_for_sid
@@ -112,6 +113,23 @@ async def revoke_family(ctx: ProviderContext, family: str) -> None:
     for jti in await ctx.store.set_members(jtis_key):
         await revoke_jti(ctx, jti, ctx.tokens.access_token_ttl + ctx.tokens.leeway_seconds)
     await ctx.store.delete(jtis_key)
+
+
+async def redeem_once(ctx: ProviderContext, kind: str, hashed: str) -> dict[str, Any]:
+    """Take a single-use credential (a code, a refresh token) by its hash.
+
+    Presenting one again finds its ``{kind}-used`` marker: two parties hold it, so the
+    family it started is revoked (RFC 6749 §4.1.2 for codes, RFC 9700 §4.14.2 for refresh
+    tokens) and the request fails like any unknown one.
+    """
+    record = await ctx.store.take(f"oidc:{kind}:{hashed}")
+    if record is not None:
+        return record
+    used = await ctx.store.get(f"oidc:{kind}-used:{hashed}")
+    if used is not None:
+        await revoke_family(ctx, str(used["family"]))
+        raise InvalidGrant(f"{kind} presented again; family {used['family']} revoked")
+    raise InvalidGrant(f"unknown, expired or revoked {kind}")
 
 
 def refresh_token_writes(ctx: ProviderContext, family: str, grant: Grant) -> tuple[str, list[Put]]:

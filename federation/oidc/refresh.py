@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749.util import scope_to_list
 
 from federation.errors import InvalidGrant, InvalidRequest, InvalidScope
 from federation.oidc.context import ProviderContext
-from federation.oidc.grants import family_grant, revoke_family, token_hash
+from federation.oidc.grants import family_grant, redeem_once, revoke_family, token_hash
 from federation.oidc.rfc6749 import ensure_still_allowed, issue_tokens
 from federation.settings import ClientSettings
 
@@ -31,13 +31,7 @@ async def exchange_refresh_token(
     if not token or len(token) > 128:
         raise InvalidRequest("refresh request without refresh_token")
     hashed = token_hash(token)
-    record = await ctx.store.take(f"oidc:refresh:{hashed}")
-    if record is None:
-        used = await ctx.store.get(f"oidc:refresh-used:{hashed}")
-        if used is not None:
-            await revoke_family(ctx, str(used["family"]))
-            raise InvalidGrant(f"refresh token reused; family {used['family']} revoked")
-        raise InvalidGrant("unknown, expired or revoked refresh token")
+    record = await redeem_once(ctx, "refresh", hashed)
     family = str(record["family"])
     await ctx.store.put(
         f"oidc:refresh-used:{hashed}", {"family": family}, ctx.tokens.refresh_token_ttl

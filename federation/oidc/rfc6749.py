@@ -38,8 +38,8 @@ from federation.oidc.grants import (
     access_token_index,
     new_family_id,
     new_token,
+    redeem_once,
     refresh_token_writes,
-    revoke_family,
     session_alive,
     token_hash,
 )
@@ -240,13 +240,7 @@ async def exchange_code(
     if not code or len(code) > 128:
         raise InvalidRequest("token request without code")
     hashed = token_hash(code)
-    record = await ctx.store.take(f"oidc:code:{hashed}")  # single use: a replay finds nothing
-    if record is None:
-        used = await ctx.store.get(f"oidc:code-used:{hashed}")
-        if used is not None:
-            await revoke_family(ctx, str(used["family"]))
-            raise InvalidGrant(f"authorization code replayed; family {used['family']} revoked")
-        raise InvalidGrant("unknown or expired authorization code")
+    record = await redeem_once(ctx, "code", hashed)
     family = new_family_id()
     await ctx.store.put(
         f"oidc:code-used:{hashed}",

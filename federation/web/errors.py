@@ -25,7 +25,9 @@ def wants_json(request: Request) -> bool:
     return "json" in accept or request.url.path.startswith(("/oauth2/", "/.well-known/"))
 
 
-def error_response(request: Request, exc: IsthmusError) -> Response:
+def error_response(request: Request, exc: IsthmusError, *, challenge: str = "Bearer") -> Response:
+    """The response for ``exc``; ``challenge`` names the auth scheme a 401 asks for
+    (``Basic`` where OAuth clients authenticate, RFC 6749 §5.2; else ``Bearer``, RFC 6750)."""
     request_id = getattr(request.state, "request_id", "")
     log = _log.error if exc.status >= 500 else _log.warning
     log(
@@ -37,9 +39,13 @@ def error_response(request: Request, exc: IsthmusError) -> Response:
         exc.detail,
         request_id,
     )
-    headers = {"Cache-Control": "no-store", "X-Request-ID": request_id}
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Request-ID": request_id}
     if exc.status == 401 and request.url.path.startswith("/oauth2/"):
-        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+        headers["WWW-Authenticate"] = (
+            'Basic realm="isthmus"'
+            if challenge == "Basic"
+            else f'Bearer realm="isthmus", error="{exc.error}"'
+        )
     if wants_json(request):
         body = {
             "error": exc.error,

@@ -8,7 +8,7 @@ JSON endpoints answer RFC 6749 §5.2 errors with ``Cache-Control: no-store``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,7 +28,7 @@ from federation.oidc import core, discovery, rfc6749, rfc7009, rfc7662, rfc9068,
 from federation.oidc.context import ProviderContext
 from federation.oidc.refresh import exchange_refresh_token
 from federation.settings import ClientSettings
-from federation.web import pages
+from federation.web import errors, pages
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 AUTHORIZE_PATH = "/oauth2/authorize"
@@ -62,22 +62,6 @@ async def _pairs(request: Request) -> list[tuple[str, str]]:
         form = await request.form()
         pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     return pairs
-
-
-def _json_error(request: Request, exc: IsthmusError, *, challenge: str = "Basic") -> JSONResponse:
-    headers = dict(NO_STORE)
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = (
-            f'{challenge} realm="isthmus"'
-            if challenge == "Basic"
-            else f'Bearer realm="isthmus", error="{exc.error}"'
-        )
-    body = {
-        "error": exc.error,
-        "error_description": exc.public_message,
-        "request_id": request.state.request_id,
-    }
-    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def _with_query(uri: str, params: Mapping[str, str | None]) -> str:
@@ -202,11 +186,26 @@ async def _authenticated(
     return ctx, params, client
 
 
-async def token(request: Request) -> Response:
+ClientCall = Callable[[ProviderContext, ClientSettings, dict[str, str]], Awaitable[Response]]
+
+
+async def _client_endpoint(request: Request, event: str, call: ClientCall) -> Response:
+    """Authenticate the client, run ``call``; a refusal is audited and answered in JSON."""
     params: dict[str, str] = {}
     client: ClientSettings | None = None
     try:
         ctx, params, client = await _authenticated(request)
+        return await call(ctx, client, params)
+    except IsthmusError as exc:
+        who = client.client_id if client else _client_hint(request, params, exc)
+        _audit_refusal(request, event, exc, who)
+        return errors.error_response(request, exc, challenge="Basic")
+
+
+async def token(request: Request) -> Response:
+    async def grant(
+        ctx: ProviderContext, client: ClientSettings, params: dict[str, str]
+    ) -> Response:
         grant_type = params.get("grant_type")
         if grant_type not in ("authorization_code", "refresh_token"):
             raise UnsupportedGrantType(f"grant_type {grant_type!r}")
@@ -216,39 +215,31 @@ async def token(request: Request) -> Response:
             body = await rfc6749.exchange_code(ctx, client, params)
         else:
             body = await exchange_refresh_token(ctx, client, params)
-    except IsthmusError as exc:
-        who = client.client_id if client else _client_hint(request, params, exc)
-        _audit_refusal(request, "oidc.token", exc, who)
-        return _json_error(request, exc)
-    _audit(request, "oidc.token_issued", client=client.client_id, grant_type=grant_type)
-    return JSONResponse(body, headers=NO_STORE)
+        _audit(request, "oidc.token_issued", client=client.client_id, grant_type=grant_type)
+        return JSONResponse(body, headers=NO_STORE)
+
+    return await _client_endpoint(request, "oidc.token", grant)
 
 
 async def introspect(request: Request) -> Response:
-    params: dict[str, str] = {}
-    client: ClientSettings | None = None
-    try:
-        ctx, params, client = await _authenticated(request)
+    async def answer(
+        ctx: ProviderContext, client: ClientSettings, params: dict[str, str]
+    ) -> Response:
         body = await rfc7662.introspect(ctx, client, params.get("token"))
-    except IsthmusError as exc:
-        who = client.client_id if client else _client_hint(request, params, exc)
-        _audit_refusal(request, "oidc.introspect", exc, who)
-        return _json_error(request, exc)
-    return JSONResponse(body, headers=NO_STORE)
+        return JSONResponse(body, headers=NO_STORE)
+
+    return await _client_endpoint(request, "oidc.introspect", answer)
 
 
 async def revoke(request: Request) -> Response:
-    params: dict[str, str] = {}
-    client: ClientSettings | None = None
-    try:
-        ctx, params, client = await _authenticated(request)
+    async def answer(
+        ctx: ProviderContext, client: ClientSettings, params: dict[str, str]
+    ) -> Response:
         revoked = await rfc7009.revoke(ctx, client, params.get("token"))
-    except IsthmusError as exc:
-        who = client.client_id if client else _client_hint(request, params, exc)
-        _audit_refusal(request, "oidc.revoke", exc, who)
-        return _json_error(request, exc)
-    _audit(request, "oidc.revoke", client=client.client_id, revoked=revoked)
-    return Response(status_code=200, headers=NO_STORE)
+        _audit(request, "oidc.revoke", client=client.client_id, revoked=revoked)
+        return Response(status_code=200, headers=NO_STORE)
+
+    return await _client_endpoint(request, "oidc.revoke", answer)
 
 
 # --- userinfo ---------------------------------------------------------------------------
@@ -261,7 +252,7 @@ async def userinfo(request: Request) -> Response:
         claims, identity = await rfc9068.validate(ctx, access_token)
     except IsthmusError as exc:
         _audit_refusal(request, "oidc.userinfo", exc, None)
-        return _json_error(request, exc, challenge="Bearer")
+        return errors.error_response(request, exc)
     scope = tuple(str(claims.get("scope", "")).split())
     return JSONResponse(core.userinfo(ctx, identity, scope), headers=NO_STORE)
 

@@ -235,7 +235,7 @@ async def test_refresh_rotation_and_reuse_detection(browser: Browser, env: Env) 
     assert reused.json()["error"] == "invalid_grant"
     assert (await refresh(env, newest)).json()["error"] == "invalid_grant"
     assert await introspect(env, newest_access) == {"active": False}
-    assert any("reused" in e.get("detail", "") for e in env.failures("oidc.token"))
+    assert any("presented again" in e.get("detail", "") for e in env.failures("oidc.token"))
 
 
 async def test_refresh_can_narrow_but_not_widen_scope(browser: Browser, env: Env) -> None:
@@ -318,7 +318,7 @@ async def test_code_replay_fails_and_revokes_what_it_issued(browser: Browser, en
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     assert await introspect(env, tokens["access_token"]) == {"active": False}
     assert await introspect(env, tokens["refresh_token"]) == {"active": False}
-    assert any("replayed" in e.get("detail", "") for e in env.failures("oidc.token"))
+    assert any("presented again" in e.get("detail", "") for e in env.failures("oidc.token"))
 
 
 async def test_bad_pkce_verifier(browser: Browser, env: Env) -> None:
