@@ -51,6 +51,7 @@ import random
 import re
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -698,8 +699,22 @@ def _report_store(res: Result, rsa_us: float) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.login", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", "--logins", type=int, default=2000, help="measured logins")
-    parser.add_argument("--warmup", type=int, default=200, help="logins before measuring")
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="the hub in its own uvicorn process, driven over HTTP on 127.0.0.1 (bench/served.py)",
+    )
+    parser.add_argument("-n", "--logins", type=int, help="measured logins (2000; served: 3000)")
+    parser.add_argument("--warmup", type=int, help="logins before measuring (200; served: 300)")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="served: concurrent logins (browsers)"
+    )
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=3000,
+        help="served: requests to price a bare uvicorn request and GET /healthz",
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(
         "--max-seconds",
@@ -733,8 +748,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after measuring, cProfile ≤500 more logins, print TOP functions",
     )
     args = parser.parse_args(argv)
+    if args.logins is None:
+        args.logins = 3000 if args.served else 2000
+    if args.warmup is None:
+        args.warmup = 300 if args.served else 200
     if not (0 < args.logins <= 100_000 and 0 <= args.warmup <= 10_000):
         parser.error("--logins in 1..100000, --warmup in 0..10000")
+    if not (1 <= args.concurrency <= 64 and 1 <= args.calibrate <= 100_000):
+        parser.error("--concurrency in 1..64, --calibrate in 1..100000")
+    if not 0 < args.max_seconds <= 600:
+        parser.error("--max-seconds in (0, 600]")
+    if args.served and (args.profile or args.loop != "uvloop"):
+        parser.error("--profile and --loop are in-process options")
     return args
 
 
@@ -769,8 +794,20 @@ def configure_audit(mode: str) -> None:
         audit.setLevel(logging.WARNING)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl+C: the finally blocks stop what we started
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _main(args)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted (every process this run started was stopped)") from None
+
+
+def _main(args: argparse.Namespace) -> None:
     if args.served:
         from bench.served import run_served
 

@@ -21,12 +21,17 @@ class LoginRedirect:
     url: str
     # Opaque to the hub: stored under the flow id, handed back to handle_callback.
     flow_state: dict[str, Any] = field(default_factory=dict)
+    # HTTP-POST binding (SAML): the browser must POST these fields to ``url`` (the hub
+    # renders a self-submitting form); None means a plain redirect to ``url``.
+    form: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CallbackRequest:
     callback_url: str
     params: Mapping[str, str]  # query string and (for POST bindings) form fields
+    # "GET" or "POST": which binding carried the answer (SAML cares, OIDC does not).
+    method: str = "GET"
 
 
 @runtime_checkable
@@ -42,8 +47,54 @@ class CallbackConnector(Protocol):
     async def login_url(self, request: LoginRequest) -> LoginRedirect: ...
 
     async def handle_callback(
-        self, request: CallbackRequest, flow_state: Mapping[str, Any]
-    ) -> FederatedIdentity: ...
+        self, request: CallbackRequest, flow_state: Mapping[str, Any] | None
+    ) -> FederatedIdentity:
+        """``flow_state`` is None for an unsolicited answer (no flow: IdP-initiated SSO);
+        a connector refuses it unless its connection opted in."""
+        ...
+
+
+@runtime_checkable
+class MetadataConnector(Protocol):
+    """Publishes metadata the partner's IdP needs about the hub (SAML SP metadata)."""
+
+    async def sp_metadata(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutOutcome:
+    """What a logout message at the hub's SLO endpoint asks for, and the answer to send.
+
+    ``end_subject``: end the hub sessions of this upstream subject (IdP-initiated logout);
+    ``redirect``: where the browser goes next (with ``form`` for a POST binding).
+    """
+
+    end_subject: str | None = None
+    session_index: str | None = None
+    redirect: LoginRedirect | None = None
+
+
+@runtime_checkable
+class LogoutConnector(Protocol):
+    """Single logout with the partner's IdP (SAML SLO)."""
+
+    async def logout_url(
+        self, identity: FederatedIdentity, return_url: str, state: str
+    ) -> LoginRedirect | None:
+        """SP-initiated: where to send the browser so the IdP ends its session (None: the
+        IdP has no logout endpoint)."""
+        ...
+
+    async def handle_logout(self, request: CallbackRequest) -> LogoutOutcome:
+        """A LogoutRequest (IdP-initiated) or LogoutResponse (ours answered) at the hub."""
+        ...
+
+
+class ReplayCache(Protocol):
+    """One-time ids (SAML assertion ids): True the first time within ``ttl``, then False.
+    The hub lends connectors one backed by its store (connectors stay stateless)."""
+
+    async def first_use(self, key: str, ttl: float) -> bool: ...
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from connectors.base import CallbackRequest, LoginRedirect, LoginRequest
 from connectors.registry import ConnectorContext
-from federation.errors import InvalidUpstreamResponse
+from federation.errors import InvalidState, InvalidUpstreamResponse
 from federation.identity import FederatedIdentity
 from federation.settings import (
     ConnectionSettings,
@@ -47,8 +47,10 @@ class MockConnector:
         )
 
     async def handle_callback(
-        self, request: CallbackRequest, flow_state: Mapping[str, Any]
+        self, request: CallbackRequest, flow_state: Mapping[str, Any] | None
     ) -> FederatedIdentity:
+        if flow_state is None:
+            raise InvalidState(f"mock connection {self.id}: callback without a login flow")
         subject = request.params.get("user", "")
         user = next((u for u in self.users if u.subject == subject), None)
         if user is None:

@@ -201,9 +201,11 @@ class OidcConnector:
         return LoginRedirect(str(url), flow.to_dict())
 
     async def handle_callback(
-        self, request: CallbackRequest, flow_state: Mapping[str, Any]
+        self, request: CallbackRequest, flow_state: Mapping[str, Any] | None
     ) -> FederatedIdentity:
         """Check the authorization response, redeem the code, validate, map claims."""
+        if flow_state is None:  # OIDC has no unsolicited responses: always our flow
+            raise InvalidState(f"connection {self.id}: callback without a login flow")
         flow = FlowState.load(flow_state)
         code = self._authorization_code(request.params, flow)
         metadata = await self.metadata()

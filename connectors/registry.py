@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import httpx
 
-from connectors.base import CallbackConnector
+from connectors.base import CallbackConnector, ReplayCache
 from federation.settings import ConnectionSettings, PartnerSettings
 
 
@@ -26,6 +26,8 @@ class ConnectorContext:
     """
 
     hub_base_url: str = ""
+    # One-time ids (SAML assertion ids) against replay, kept in the hub's store.
+    replay: ReplayCache | None = None
     transport: httpx.AsyncBaseTransport | None = None
     mounts: Mapping[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic

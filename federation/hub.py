@@ -6,6 +6,7 @@ it needs as arguments and never sees the web framework.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,16 @@ class Hub:
         return f"{self.issuer}/callback/{connection_id}"
 
 
+class StoreReplayCache:
+    """The replay cache lent to connectors: one-time ids in the hub's store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def first_use(self, key: str, ttl: float) -> bool:
+        return await self._store.add_once(f"replay:{key}", ttl)
+
+
 def build_hub(
     settings: Settings,
     *,
@@ -77,13 +88,18 @@ def build_hub(
     connector_types: ConnectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Hub:
+    store = store if store is not None else make_store(settings)
+    if context is None:
+        context = ConnectorContext(hub_base_url=settings.issuer.rstrip("/"))
+    if context.replay is None:
+        context = dataclasses.replace(context, replay=StoreReplayCache(store))
     return Hub(
         settings=settings,
         registry=StaticRegistry.from_settings(settings),
-        store=store if store is not None else make_store(settings),
+        store=store,
         keys=KeyManager(settings.keys.path, settings.keys.algorithm),
         connector_types=connector_types or default_registry(),
-        context=context or ConnectorContext(hub_base_url=settings.issuer.rstrip("/")),
+        context=context,
         audit=audit or Audit(),
         clock=clock,
     )

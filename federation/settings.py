@@ -111,8 +111,76 @@ class MockConnectionSettings(Strict):
     users: tuple[MockUser, ...] = ()
 
 
+class SamlAttributeMapping(Strict):
+    """Attribute names (friendly names, URIs or OIDs) feeding each identity field; the
+    first one present wins. The NameID is the subject unless ``subject`` names one."""
+
+    subject: tuple[str, ...] = ()
+    email: tuple[str, ...] = (
+        "email",
+        "mail",
+        "urn:oid:0.9.2342.19200300.100.1.3",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+    )
+    name: tuple[str, ...] = (
+        "displayName",
+        "name",
+        "cn",
+        "urn:oid:2.16.840.1.113730.3.1.241",
+        "urn:oid:2.5.4.3",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name",
+    )
+    groups: tuple[str, ...] = (
+        "groups",
+        "memberOf",
+        "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+        "http://schemas.xmlsoap.org/claims/Group",
+    )
+    roles: tuple[str, ...] = (
+        "roles",
+        "role",
+        "eduPersonAffiliation",
+        "urn:oid:1.3.6.1.4.1.5923.1.1.1.1",
+        "http://schemas.microsoft.com/ws/2008/06/identity/claims/role",
+    )
+
+
+class SamlConnectionSettings(Strict):
+    """A partner's SAML 2.0 IdP; the hub is the service provider (one SP per connection)."""
+
+    type: Literal["saml"]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    display_name: str | None = None
+    # The IdP: exactly one of a metadata URL (refreshed on a schedule), a file, or inline XML.
+    idp_metadata_url: str | None = None
+    idp_metadata_file: Path | None = None
+    idp_metadata_xml: str | None = None
+    metadata_refresh_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # The SP (the hub, for this connection). entityID defaults to the metadata URL.
+    sp_entity_id: str | None = None
+    # Signing (AuthnRequests, LogoutRequests) and decryption key pair, PEM files. Without
+    # them a key pair is generated at start-up: fine for one process, not for replicas.
+    sp_key_file: Path | None = None
+    sp_cert_file: Path | None = None
+    authn_request_binding: Literal["redirect", "post"] = "redirect"
+    # None: sign exactly when the IdP's metadata says WantAuthnRequestsSigned.
+    sign_authn_requests: bool | None = None
+    name_id_format: str | None = None
+    attributes: SamlAttributeMapping = SamlAttributeMapping()
+    # SAML has no email_verified: the connection vouches for its IdP's emails (the domain
+    # binding of invariant 1 applies all the same). false: emails are never kept.
+    email_verified: bool = True
+    trust_acr: bool = False
+    # Unsolicited responses (IdP-initiated SSO) are refused unless this is true.
+    allow_idp_initiated: bool = False
+    idp_initiated_return_url: str = "/"
+    clock_skew_seconds: int = Field(default=120, ge=0, le=300)
+    max_response_bytes: int = Field(default=256 * 1024, ge=8 * 1024, le=4 * 1024 * 1024)
+
+
 ConnectionSettings = Annotated[
-    OidcConnectionSettings | MockConnectionSettings, Field(discriminator="type")
+    OidcConnectionSettings | MockConnectionSettings | SamlConnectionSettings,
+    Field(discriminator="type"),
 ]
 
 
@@ -317,8 +385,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
-    # Drop pydantic's union-tag segments ("oidc", "mock") that are not keys of the file.
-    parts = [str(p) for p in loc if p not in ("oidc", "mock")]
+    # Drop pydantic's union-tag segments ("oidc", "mock", "saml") that are not file keys.
+    parts = [str(p) for p in loc if p not in ("oidc", "mock", "saml")]
     return ".".join(parts)
 
 
@@ -373,6 +441,9 @@ def _connection_problems(
         if not settings.allow_mock_connections:
             yield f"{where}.type", "mock connections need allow_mock_connections: true (demo only)"
         return
+    if isinstance(connection, SamlConnectionSettings):
+        yield from _saml_problems(where, connection, settings)
+        return
     yield from _url_problems(f"{where}.issuer", connection.issuer, settings, allow_path=True)
     needs_secret = connection.token_endpoint_auth_method != "none"
     if needs_secret and not connection.client_secret:
@@ -384,6 +455,30 @@ def _connection_problems(
         yield f"{where}.scopes", "must include 'openid'"
     if not connection.algorithms:
         yield f"{where}.algorithms", "list at least one signing algorithm"
+
+
+def _saml_problems(
+    where: str, connection: SamlConnectionSettings, settings: Settings
+) -> Iterator[tuple[str, str]]:
+    sources = [
+        connection.idp_metadata_url,
+        connection.idp_metadata_file,
+        connection.idp_metadata_xml,
+    ]
+    if sum(source is not None for source in sources) != 1:
+        yield where, "give exactly one of idp_metadata_url, idp_metadata_file, idp_metadata_xml"
+    if connection.idp_metadata_url is not None:
+        yield from _url_problems(
+            f"{where}.idp_metadata_url", connection.idp_metadata_url, settings, allow_path=True
+        )
+    for name in ("idp_metadata_file", "sp_key_file", "sp_cert_file"):
+        path = getattr(connection, name)
+        if path is not None and not Path(path).is_file():
+            yield f"{where}.{name}", f"{path} is not a readable file"
+    if (connection.sp_key_file is None) != (connection.sp_cert_file is None):
+        yield f"{where}.sp_key_file", "give both sp_key_file and sp_cert_file, or neither"
+    if not connection.idp_initiated_return_url.startswith("/"):
+        yield f"{where}.idp_initiated_return_url", "must be a path on the hub, like /apps"
 
 
 def _client_problems(settings: Settings) -> Iterator[tuple[str, str]]:
