@@ -159,6 +159,12 @@ class NotFound(IsthmusError):
     public_message = "This page does not exist."
 
 
+class PayloadTooLarge(IsthmusError):
+    error = "payload_too_large"
+    status = 413
+    public_message = "The request is too large."
+
+
 class StoreUnavailable(IsthmusError):
     error = "temporarily_unavailable"
     status = 503

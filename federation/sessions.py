@@ -56,7 +56,10 @@ class SessionManager:
                 (_key(session.id), record, self._ttl),
                 (_sid_key(session.sid), record, self._ttl),
             ],
-            adds=[(_partner_index(identity.partner_id), hashed, self._ttl)],
+            adds=[
+                (_partner_index(identity.partner_id), hashed, self._ttl),
+                (_subject_index(identity.connection_id, identity.subject), hashed, self._ttl),
+            ],
         )
         return session
 
@@ -88,7 +91,14 @@ class SessionManager:
         return session
 
     async def end_partner(self, partner_id: str) -> int:
-        index = _partner_index(partner_id)
+        """End every session of a partner (suspension, offboarding): on every replica."""
+        return await self._end_indexed(_partner_index(partner_id))
+
+    async def end_subject(self, connection_id: str, subject: str) -> int:
+        """End every session of one upstream identity (its IdP asked: SAML single logout)."""
+        return await self._end_indexed(_subject_index(connection_id, subject))
+
+    async def _end_indexed(self, index: str) -> int:
         ended = 0
         for hashed in await self._store.set_members(index):
             ended += await self._store.delete(f"session:{hashed}")
@@ -120,3 +130,7 @@ def _key(session_id: str) -> str:
 
 def _partner_index(partner_id: str) -> str:
     return f"partner-sessions:{partner_id}"
+
+
+def _subject_index(connection_id: str, subject: str) -> str:
+    return f"subject-sessions:{connection_id}:{digest(subject)}"

@@ -268,6 +268,8 @@ class Settings(BaseSettings):
     allow_insecure_http: bool = False
     # Mock connections let anyone sign in as anyone: demo and tests only.
     allow_mock_connections: bool = False
+    # Any request body larger than this is refused (413) before it is read in full.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     listen: ListenSettings = ListenSettings()
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()
@@ -477,6 +479,15 @@ def _saml_problems(
             yield f"{where}.{name}", f"{path} is not a readable file"
     if (connection.sp_key_file is None) != (connection.sp_cert_file is None):
         yield f"{where}.sp_key_file", "give both sp_key_file and sp_cert_file, or neither"
+    # A SAMLResponse arrives base64-encoded in a form: 4/3 of its size, plus the form.
+    if connection.max_response_bytes * 4 // 3 + 16 * 1024 > settings.max_request_bytes:
+        yield (
+            f"{where}.max_response_bytes",
+            (
+                f"a response this large would not fit in max_request_bytes "
+                f"({settings.max_request_bytes}); raise that too"
+            ),
+        )
     if not connection.idp_initiated_return_url.startswith("/"):
         yield f"{where}.idp_initiated_return_url", "must be a path on the hub, like /apps"
 

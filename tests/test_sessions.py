@@ -59,3 +59,14 @@ async def test_malformed_ids_find_nothing() -> None:
     assert await sessions.get("x" * 500) is None
     assert await sessions.identity_for_sid("") is None
     assert await sessions.identity_for_sid("y" * 100) is None
+
+
+async def test_end_subject_ends_that_upstream_identitys_sessions() -> None:
+    sessions = SessionManager(MemoryStore(), 3600)
+    alice = [await sessions.create(person("acme", "alice")) for _ in range(2)]
+    bob = await sessions.create(person("acme", "bob"))
+    assert await sessions.end_subject("acme-oidc", "alice") == 2
+    assert all([await sessions.get(s.id) is None for s in alice])
+    assert await sessions.get(bob.id) == bob
+    assert await sessions.end_subject("globex-oidc", "bob") == 0  # another connection's bob
+    assert await sessions.get(bob.id) == bob

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from connectors.base import CallbackRequest, LoginRequest
+from connectors.base import CallbackRequest, LoginRedirect, LoginRequest
 from federation.broker.binding import bind
 from federation.broker.discovery import Realm, discover
 from federation.broker.flows import FlowStore, LoginFlow
@@ -37,7 +37,7 @@ class Broker:
 
     async def start(
         self, flow: LoginFlow, connection_id: str, request_id: str | None = None
-    ) -> str:
+    ) -> LoginRedirect:
         """Ask the connector for the upstream URL; keep its opaque state under the flow id."""
         found = self.hub.connector(connection_id)
         if found is None:
@@ -61,8 +61,10 @@ class Broker:
             )
             raise
         await self.flows.save(flow.started(connection_id, redirect.flow_state))
-        self.hub.audit.emit("login.started", partner=partner.id, connection=connection_id)
-        return redirect.url
+        self.hub.audit.emit(
+            "login.started", partner=partner.id, connection=connection_id, request_id=request_id
+        )
+        return redirect
 
     async def complete(
         self,
@@ -70,8 +72,14 @@ class Broker:
         params: Mapping[str, str],
         cookie_flow_id: str | None,
         request_id: str | None = None,
+        method: str = "GET",
     ) -> Completed:
-        """Validate the callback, bind the identity, open a session. Errors are audited."""
+        """Validate the callback, bind the identity, open a session. Errors are audited.
+
+        The flow is found by ``state`` (OIDC) or ``RelayState`` (SAML). An answer that
+        belongs to no flow is unsolicited: the connector gets no flow state and refuses it
+        unless its connection opted in to IdP-initiated sign-in.
+        """
         partner_id: str | None = None
         try:
             found = self.hub.connector(connection_id)
@@ -79,9 +87,11 @@ class Broker:
                 raise NotFound(f"callback for unknown connection {connection_id!r}")
             partner, connector = found
             partner_id = partner.id
-            flow = await self._take_flow(params.get("state", ""), cookie_flow_id, connection_id)
+            flow_id = params.get("state") or params.get("RelayState") or ""
+            flow = await self._take_flow(flow_id, cookie_flow_id, connection_id)
             identity = await connector.handle_callback(
-                CallbackRequest(self.hub.callback_url(connection_id), params), flow.connector_state
+                CallbackRequest(self.hub.callback_url(connection_id), params, method),
+                flow.connector_state if flow else None,
             )
             now = datetime.fromtimestamp(self.hub.clock(), UTC)
             identity = bind(identity, partner, self.hub.registry, now)
@@ -107,16 +117,25 @@ class Broker:
             sid=session.sid,
             request_id=request_id,
         )
-        return Completed(session, flow.return_url)
+        return_url = flow.return_url if flow else self._unsolicited_return(connection_id, params)
+        return Completed(session, return_url)
+
+    def _unsolicited_return(self, connection_id: str, params: Mapping[str, str]) -> str:
+        """IdP-initiated: the RelayState when it is a safe URL, else the connection's page."""
+        relay = params.get("RelayState", "")
+        if relay.startswith("/") and safe_return_url(relay, self.hub.issuer) == relay:
+            return relay
+        entry = self.hub.registry.connection(connection_id)
+        default = getattr(entry[1], "idp_initiated_return_url", "/") if entry else "/"
+        return safe_return_url(default, self.hub.issuer)
 
     async def _take_flow(
-        self, state: str, cookie_flow_id: str | None, connection_id: str
-    ) -> LoginFlow:
-        if not state:
-            raise InvalidState("callback without state")
-        flow = await self.flows.take(state)  # taken first: a replay finds nothing
+        self, flow_id: str, cookie_flow_id: str | None, connection_id: str
+    ) -> LoginFlow | None:
+        """The flow this answer belongs to (taken: a replay finds nothing), or None."""
+        flow = await self.flows.take(flow_id) if flow_id else None
         if flow is None:
-            raise InvalidState("unknown, expired or already used state")
+            return None
         if not cookie_flow_id or not hmac.compare_digest(cookie_flow_id, flow.id):
             raise InvalidState("callback arrived in a browser that did not start this flow")
         if flow.connection_id != connection_id:

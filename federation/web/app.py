@@ -18,10 +18,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from federation.broker.login import Broker
-from federation.errors import IsthmusError
+from federation.errors import IsthmusError, PayloadTooLarge
 from federation.hub import Hub, build_hub
 from federation.settings import Settings
-from federation.web import errors, pages, provider
+from federation.web import errors, pages, provider, upstream
 
 _log = logging.getLogger("isthmus")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -51,6 +51,41 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class BodyLimitMiddleware:
+    """Refuse bodies over ``limit`` bytes (413) as they stream in, never holding more."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"request body over {self.limit} bytes")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            receive = _refusing(too_large)  # refused before a byte of the body is read
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise too_large
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _refusing(error: Exception) -> Receive:
+    async def receive() -> Message:
+        raise error
+
+    return receive
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -75,6 +110,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
     )
     app.state.hub = hub
     app.state.broker = Broker(hub)
+    app.add_middleware(BodyLimitMiddleware, limit=hub.settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -84,6 +120,7 @@ def _routes() -> list[BaseRoute]:
     return [
         Route("/healthz", healthz, methods=["GET"]),
         *pages.routes,
+        *upstream.routes,
         *provider.routes,
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]

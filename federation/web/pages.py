@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -9,15 +11,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from connectors.base import LoginRedirect, LogoutConnector
 from federation.broker.discovery import Realm
 from federation.broker.flows import FLOW_TTL
 from federation.broker.login import Broker
-from federation.errors import InvalidRequest, NotFound
+from federation.errors import InvalidRequest, IsthmusError, NotFound
 from federation.hub import Hub
 from federation.sessions import Session
 from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
 from federation.web.templating import render
+
+_log = logging.getLogger("isthmus.web")
 
 
 def hub_of(request: Request) -> Hub:
@@ -117,32 +122,9 @@ async def _continue(request: Request, attempt: Attempt, realm: Realm) -> Respons
 async def _start(request: Request, attempt: Attempt, connection_id: str) -> Response:
     broker = broker_of(request)
     flow = broker.begin(attempt.return_url, attempt.email or None)
-    url = await broker.start(flow, connection_id, request.state.request_id)
-    response = RedirectResponse(url, status_code=303)
+    target = await broker.start(flow, connection_id, request.state.request_id)
+    response = browser_to(request, target)
     set_cookie(response, hub_of(request).settings, FLOW_COOKIE, flow.id, FLOW_TTL)
-    return response
-
-
-async def callback(request: Request) -> Response:
-    params = dict(request.query_params)
-    if request.method == "POST":
-        params.update({k: v for k, v in (await request.form()).items() if isinstance(v, str)})
-    hub = hub_of(request)
-    completed = await broker_of(request).complete(
-        request.path_params["connection_id"],
-        params,
-        request.cookies.get(FLOW_COOKIE),
-        request_id=request.state.request_id,
-    )
-    response = RedirectResponse(completed.return_url, status_code=303)
-    set_cookie(
-        response,
-        hub.settings,
-        hub.settings.session.cookie_name,
-        completed.session.id,
-        hub.settings.session.ttl_seconds,
-    )
-    clear_cookie(response, hub.settings, FLOW_COOKIE)
     return response
 
 
@@ -155,13 +137,32 @@ async def logout_page(request: Request) -> Response:
 
 async def logout_submit(request: Request) -> Response:
     csrf.check(request, await request.form())
-    return await end_session_response(request, render_page=True)
+    hub = hub_of(request)
+    ended = await end_session(request)
+    target = await _upstream_logout(request, ended) if ended else None
+    response = browser_to(request, target) if target else render(request, "logged_out.html")
+    clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
+    return response
 
 
-async def end_session_response(
-    request: Request, *, render_page: bool, redirect_to: str | None = None
-) -> Response:
-    """End the hub session everywhere (the store is shared) and clear the cookie."""
+async def _upstream_logout(request: Request, ended: Session) -> LoginRedirect | None:
+    """Tell the partner IdP too (SAML SLO) when its connection can; the hub session is
+    already over, so an IdP that cannot be told is logged, not shown."""
+    hub = hub_of(request)
+    found = hub.connector(ended.identity.connection_id)
+    if found is None or not isinstance(found[1], LogoutConnector):
+        return None
+    try:
+        return await found[1].logout_url(
+            ended.identity, f"{hub.issuer}/", secrets.token_urlsafe(16)
+        )
+    except IsthmusError as exc:
+        _log.warning("upstream logout for %s failed: %s", ended.identity.connection_id, exc.detail)
+        return None
+
+
+async def end_session(request: Request) -> Session | None:
+    """End the browser's hub session everywhere (the store is shared); audit it."""
     hub = hub_of(request)
     session_id = request.cookies.get(hub.settings.session.cookie_name)
     ended = await hub.sessions.end(session_id) if session_id else None
@@ -173,12 +174,18 @@ async def end_session_response(
             sid=ended.sid,
             request_id=request.state.request_id,
         )
+    return ended
+
+
+async def end_session_response(request: Request, *, redirect_to: str | None = None) -> Response:
+    """End the session, clear its cookie, then go to ``redirect_to`` or the signed-out page."""
+    await end_session(request)
     response: Response = (
         RedirectResponse(redirect_to, status_code=303)
         if redirect_to
         else render(request, "logged_out.html")
     )
-    clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
+    clear_cookie(response, hub_of(request).settings, hub_of(request).settings.session.cookie_name)
     return response
 
 
@@ -202,6 +209,13 @@ async def mock_idp(request: Request) -> Response:
     )
 
 
+def browser_to(request: Request, target: LoginRedirect) -> Response:
+    """A redirect, or for a POST binding a form that the browser submits to ``target``."""
+    if target.form is None:
+        return RedirectResponse(target.url, status_code=303)
+    return render(request, "post_form.html", action=target.url, fields=target.form)
+
+
 def _email_form(
     request: Request, attempt: Attempt, *, status: int = 200, message: str | None = None
 ) -> Response:
@@ -221,7 +235,6 @@ routes = [
     Route("/login", login_page, methods=["GET"]),
     Route("/login", login_submit, methods=["POST"]),
     Route("/login/connection", choose_submit, methods=["POST"]),
-    Route("/callback/{connection_id}", callback, methods=["GET", "POST"]),
     Route("/logout", logout_page, methods=["GET"]),
     Route("/logout", logout_submit, methods=["POST"]),
     Route("/mock/{connection_id}", mock_idp, methods=["GET"]),

@@ -123,7 +123,7 @@ async def authorize(request: Request) -> Response:
         if session is None:
             return pages.login_redirect(request, here)
         return await pages.end_session_response(
-            request, render_page=False, redirect_to=f"/login?{urlencode({'rd': here})}"
+            request, redirect_to=f"/login?{urlencode({'rd': here})}"
         )
     assert session is not None
     if ctx.partner_may_sign_in(session.identity.partner_id) is None:
@@ -291,9 +291,7 @@ async def logout(request: Request) -> Response:
         client=req.client.client_id if req.client else None,
         sid=session.sid if session else None,
     )
-    return await pages.end_session_response(
-        request, render_page=True, redirect_to=req.redirect_url()
-    )
+    return await pages.end_session_response(request, redirect_to=req.redirect_url())
 
 
 routes: list[BaseRoute] = [

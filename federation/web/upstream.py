@@ -1,0 +1,119 @@
+"""Where partner IdPs send the browser: the callback (OIDC redirect, SAML ACS), SAML SP
+metadata and single logout. Thin: parse HTTP, call the broker or the connector, answer.
+
+A SAML response arrives as a cross-site POST, which carries no ``SameSite=Lax`` cookie:
+the hub would not see the flow cookie that binds the login to the browser that started
+it. So a POSTed callback is parked in the store for a minute under a one-time handle and
+the browser is sent on (303) to a GET of the same callback — a top-level navigation,
+which carries the cookie — where the login completes with the browser binding intact.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from connectors.base import CallbackRequest, LogoutConnector, MetadataConnector
+from federation.errors import InvalidState, NotFound
+from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
+from federation.web.pages import broker_of, browser_to, hub_of
+from federation.web.templating import render
+
+PARKED_TTL = 60
+_RESUME = "resume"
+
+
+async def callback(request: Request) -> Response:
+    connection_id = request.path_params["connection_id"]
+    if request.method == "POST":
+        return await _park(request, connection_id)
+    params, method = dict(request.query_params), "GET"
+    if _RESUME in params:
+        params, method = await _unpark(request, params[_RESUME]), "POST"
+    hub = hub_of(request)
+    completed = await broker_of(request).complete(
+        connection_id,
+        params,
+        request.cookies.get(FLOW_COOKIE),
+        request_id=request.state.request_id,
+        method=method,
+    )
+    response = RedirectResponse(completed.return_url, status_code=303)
+    set_cookie(
+        response,
+        hub.settings,
+        hub.settings.session.cookie_name,
+        completed.session.id,
+        hub.settings.session.ttl_seconds,
+    )
+    clear_cookie(response, hub.settings, FLOW_COOKIE)
+    return response
+
+
+async def _park(request: Request, connection_id: str) -> Response:
+    form = await request.form()
+    params = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    handle = secrets.token_urlsafe(24)
+    await hub_of(request).store.put(f"parked:{handle}", params, PARKED_TTL)
+    return RedirectResponse(f"/callback/{connection_id}?{_RESUME}={handle}", status_code=303)
+
+
+async def _unpark(request: Request, handle: str) -> dict[str, str]:
+    parked = await hub_of(request).store.take(f"parked:{handle}") if len(handle) < 64 else None
+    if parked is None:
+        raise InvalidState("parked callback unknown, expired or already used")
+    return {str(k): str(v) for k, v in parked.items()}
+
+
+async def sp_metadata(request: Request) -> Response:
+    connector = _connector(request)
+    if not isinstance(connector, MetadataConnector):
+        raise NotFound(f"connection {request.path_params['connection_id']} has no SP metadata")
+    xml = await connector.sp_metadata()
+    return Response(xml, media_type="application/samlmetadata+xml")
+
+
+async def single_logout(request: Request) -> Response:
+    """A LogoutRequest from the IdP (end that person's hub sessions) or its LogoutResponse."""
+    connection_id = request.path_params["connection_id"]
+    connector = _connector(request)
+    if not isinstance(connector, LogoutConnector):
+        raise NotFound(f"connection {connection_id} has no single logout")
+    params = dict(request.query_params)
+    if request.method == "POST":
+        params.update({k: v for k, v in (await request.form()).items() if isinstance(v, str)})
+    hub = hub_of(request)
+    outcome = await connector.handle_logout(
+        CallbackRequest(str(request.url.replace(query="")), params, request.method)
+    )
+    if outcome.end_subject is not None:
+        ended = await hub.sessions.end_subject(connection_id, outcome.end_subject)
+        hub.audit.emit(
+            "logout.upstream",
+            connection=connection_id,
+            subject=outcome.end_subject,
+            sessions=ended,
+            request_id=request.state.request_id,
+        )
+    if outcome.redirect is not None:
+        return browser_to(request, outcome.redirect)
+    response = render(request, "logged_out.html")
+    clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
+    return response
+
+
+def _connector(request: Request) -> object:
+    found = hub_of(request).connector(request.path_params["connection_id"])
+    if found is None:
+        raise NotFound(f"unknown connection {request.path_params['connection_id']!r}")
+    return found[1]
+
+
+routes = [
+    Route("/callback/{connection_id}", callback, methods=["GET", "POST"]),
+    Route("/saml/{connection_id}/metadata", sp_metadata, methods=["GET"]),
+    Route("/saml/{connection_id}/slo", single_logout, methods=["GET", "POST"]),
+]
