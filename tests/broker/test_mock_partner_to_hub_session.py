@@ -263,3 +263,49 @@ async def test_unknown_page_is_a_404_page_with_request_id(client: httpx.AsyncCli
     assert response.status_code == 404
     assert response.headers["x-request-id"] in response.text
     assert "Traceback" not in response.text
+
+
+async def test_a_posted_callback_is_parked_then_completed_by_get(
+    client: httpx.AsyncClient, hub: Hub
+) -> None:
+    """A cross-site POST carries no Lax cookie: the hub parks it and resumes on a GET."""
+    to_idp = await start_login(client, "alice@acme.example", rd="/after")
+    state = parse_qs(urlsplit(to_idp.headers["location"]).query)["state"][0]
+    parked = await client.post("/callback/acme-mock", data={"state": state, "user": "alice"})
+    assert parked.status_code == 303
+    resume = urlsplit(parked.headers["location"])
+    assert resume.path == "/callback/acme-mock" and "resume=" in resume.query
+    assert "user=alice" not in parked.headers["location"]  # the answer stays in the store
+    done = await client.get(parked.headers["location"])
+    assert done.status_code == 303 and done.headers["location"] == "/after"
+    assert await hub.sessions.get(client.cookies["isthmus_session"]) is not None
+    replay = await client.get(parked.headers["location"])  # a parked answer is single-use
+    assert replay.status_code == 400 and "invalid_state" in replay.text
+
+
+async def test_a_parked_callback_still_needs_the_browser_that_started(
+    client: httpx.AsyncClient,
+) -> None:
+    to_idp = await start_login(client, "alice@acme.example")
+    state = parse_qs(urlsplit(to_idp.headers["location"]).query)["state"][0]
+    parked = await client.post("/callback/acme-mock", data={"state": state, "user": "alice"})
+    client.cookies.clear()  # the login CSRF case: someone else's browser resumes it
+    done = await client.get(parked.headers["location"])
+    assert done.status_code == 400 and "isthmus_session" not in client.cookies
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(client: httpx.AsyncClient) -> None:
+    big = {"state": "x", "SAMLResponse": "A" * (2 * 1024 * 1024)}
+    response = await client.post(
+        "/callback/acme-mock", data=big, headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+
+
+async def test_saml_endpoints_of_a_connection_without_them_are_404(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/saml/acme-mock/metadata")).status_code == 404
+    assert (await client.get("/saml/acme-mock/slo")).status_code == 404
+    assert (await client.get("/saml/nope/metadata")).status_code == 404
