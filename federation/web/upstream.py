@@ -11,13 +11,15 @@ which carries the cookie — where the login completes with the browser binding 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from connectors.base import CallbackRequest, LogoutConnector, MetadataConnector
-from federation.errors import InvalidState, NotFound
+from federation.errors import InvalidState, IsthmusError, NotFound
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
 from federation.web.pages import broker_of, browser_to, hub_of
 from federation.web.templating import render
@@ -28,11 +30,12 @@ _RESUME = "resume"
 
 async def callback(request: Request) -> Response:
     connection_id = request.path_params["connection_id"]
-    if request.method == "POST":
-        return await _park(request, connection_id)
-    params, method = dict(request.query_params), "GET"
-    if _RESUME in params:
-        params, method = await _unpark(request, params[_RESUME]), "POST"
+    with _audited(request, connection_id):  # what fails before the broker is audited too
+        if request.method == "POST":
+            return await _park(request, connection_id)
+        params, method = dict(request.query_params), "GET"
+        if _RESUME in params:
+            params, method = await _unpark(request, params[_RESUME]), "POST"
     hub = hub_of(request)
     completed = await broker_of(request).complete(
         connection_id,
@@ -51,6 +54,22 @@ async def callback(request: Request) -> Response:
     )
     clear_cookie(response, hub.settings, FLOW_COOKIE)
     return response
+
+
+@contextmanager
+def _audited(request: Request, connection_id: str) -> Iterator[None]:
+    try:
+        yield
+    except IsthmusError as exc:
+        hub_of(request).audit.emit(
+            "login.failed",
+            outcome="failure",
+            connection=connection_id,
+            reason=exc.error,
+            detail=exc.detail,
+            request_id=request.state.request_id,
+        )
+        raise
 
 
 async def _park(request: Request, connection_id: str) -> Response:

@@ -266,7 +266,7 @@ async def test_unknown_page_is_a_404_page_with_request_id(client: httpx.AsyncCli
 
 
 async def test_a_posted_callback_is_parked_then_completed_by_get(
-    client: httpx.AsyncClient, hub: Hub
+    client: httpx.AsyncClient, hub: Hub, audit_log: list[dict[str, Any]]
 ) -> None:
     """A cross-site POST carries no Lax cookie: the hub parks it and resumes on a GET."""
     to_idp = await start_login(client, "alice@acme.example", rd="/after")
@@ -281,6 +281,7 @@ async def test_a_posted_callback_is_parked_then_completed_by_get(
     assert await hub.sessions.get(client.cookies["isthmus_session"]) is not None
     replay = await client.get(parked.headers["location"])  # a parked answer is single-use
     assert replay.status_code == 400 and "invalid_state" in replay.text
+    assert audit_log[-1]["event"] == "login.failed" and audit_log[-1]["reason"] == "invalid_state"
 
 
 async def test_a_parked_callback_still_needs_the_browser_that_started(
@@ -294,13 +295,17 @@ async def test_a_parked_callback_still_needs_the_browser_that_started(
     assert done.status_code == 400 and "isthmus_session" not in client.cookies
 
 
-async def test_an_oversized_body_is_refused_before_it_is_read(client: httpx.AsyncClient) -> None:
+async def test_an_oversized_body_is_refused_before_it_is_read(
+    client: httpx.AsyncClient, audit_log: list[dict[str, Any]]
+) -> None:
     big = {"state": "x", "SAMLResponse": "A" * (2 * 1024 * 1024)}
     response = await client.post(
         "/callback/acme-mock", data=big, headers={"Accept": "application/json"}
     )
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
+    assert audit_log[-1]["event"] == "login.failed"
+    assert audit_log[-1]["reason"] == "payload_too_large"
 
 
 async def test_saml_endpoints_of_a_connection_without_them_are_404(
