@@ -1,7 +1,8 @@
-"""Shared fixtures. Peer fixtures (real Redis, node oidc-provider) live in tests/peers/."""
+"""Shared fixtures. Peer fixtures (Redis, node oidc-provider, SimpleSAMLphp): tests/peers/."""
 
 pytest_plugins: list[str] = [
     "tests.peers.redis",
     "tests.peers.oidc_provider",
     "tests.peers.asgi",
+    "tests.peers.simplesamlphp",
 ]
