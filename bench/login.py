@@ -28,6 +28,12 @@ Run from the repository root::
     .venv/bin/python -m bench.login                       # memory store
     .venv/bin/python -m bench.login --redis auto          # + a private redis-server
     .venv/bin/python -m bench.login --redis redis://127.0.0.1:6390/0
+    .venv/bin/python -m bench.login --served --redis auto   # the hub under uvicorn, over HTTP
+
+``--served`` (``bench/served.py``, ``bench/served_hub.py``) measures the budget's figure:
+the hub in its own uvicorn process, driven over HTTP on 127.0.0.1 with concurrent logins,
+its process CPU time per login minus the fake IdP's. This in-process mode gives the
+per-step breakdown.
 
 A benchmark, not a test: its numbers never decide a test run's pass/fail.
 """
