@@ -83,8 +83,11 @@ class ConnectorRegistry:
 def default_registry() -> ConnectorRegistry:
     from connectors.mock import MockConnector
     from connectors.oidc import OidcConnector
+    from connectors.saml import SamlConnector
 
     # MockConnector is a frozen dataclass: its read-only ``id`` does not match the protocol's
     # settable attribute for mypy, although it honours the capability at run time.
     mock = cast(ConnectorFactory, MockConnector.from_settings)
-    return ConnectorRegistry({"oidc": OidcConnector.from_settings, "mock": mock})
+    return ConnectorRegistry(
+        {"oidc": OidcConnector.from_settings, "saml": SamlConnector.from_settings, "mock": mock}
+    )

@@ -155,6 +155,8 @@ class SamlConnectionSettings(Strict):
     idp_metadata_url: str | None = None
     idp_metadata_file: Path | None = None
     idp_metadata_xml: str | None = None
+    # Which IdP of the metadata (required when it is an aggregate describing several).
+    idp_entity_id: str | None = None
     metadata_refresh_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
     # The SP (the hub, for this connection). entityID defaults to the metadata URL.
     sp_entity_id: str | None = None
@@ -166,6 +168,10 @@ class SamlConnectionSettings(Strict):
     # None: sign exactly when the IdP's metadata says WantAuthnRequestsSigned.
     sign_authn_requests: bool | None = None
     name_id_format: str | None = None
+    # true: the assertion itself must carry a valid signature (WantAssertionsSigned in the
+    # SP metadata); false: a signed Response covering an unsigned assertion is enough
+    # (Shibboleth's and Keycloak's defaults sign the Response only).
+    want_assertions_signed: bool = True
     attributes: SamlAttributeMapping = SamlAttributeMapping()
     # SAML has no email_verified: the connection vouches for its IdP's emails (the domain
     # binding of invariant 1 applies all the same). false: emails are never kept.

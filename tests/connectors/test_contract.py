@@ -15,6 +15,7 @@ import pytest
 
 from connectors.base import CallbackConnector, CallbackRequest, LoginRedirect, LoginRequest
 from connectors.registry import ConnectorContext, default_registry
+from connectors.saml import SamlConnector
 from federation.errors import IsthmusError
 from federation.settings import (
     ConnectionSettings,
@@ -23,6 +24,7 @@ from federation.settings import (
     PartnerKind,
     PartnerSettings,
 )
+from tests.connectors.test_saml_fakeidp import FakeIdp
 from tests.fakes.oidc_idp import FakeOidcProvider, FakeUser
 
 CALLBACK = "https://hub.test/callback/conn-1"
@@ -36,6 +38,10 @@ class Harness:
     partner: PartnerSettings
     connection: ConnectionSettings
     answer: Callable[[LoginRedirect], Awaitable[dict[str, str]]]
+    # Where the login request carries the hub's flow id (SAML: RelayState), and which
+    # HTTP method brings the answer back (SAML: the HTTP-POST binding).
+    state_param: str = "state"
+    method: str = "GET"
 
 
 def partner_with(connection: ConnectionSettings) -> PartnerSettings:
@@ -76,7 +82,36 @@ def oidc_harness() -> Harness:
     return Harness(connector, partner, connection, lambda redirect: idp.authorize(redirect.url))
 
 
-HARNESSES: dict[str, Callable[[], Harness]] = {"mock": mock_harness, "oidc": oidc_harness}
+def saml_harness() -> Harness:
+    idp = FakeIdp()
+    connection = idp.connection(id="conn-1")
+    replay = MemoryReplay()
+    partner, connector = build(connection, ConnectorContext("https://hub.test", replay=replay))
+    assert isinstance(connector, SamlConnector)
+
+    async def answer(redirect: LoginRedirect) -> dict[str, str]:
+        xml = await idp.response(connector, redirect.flow_state["request_id"])
+        return FakeIdp.post(xml)
+
+    return Harness(connector, partner, connection, answer, "RelayState", "POST")
+
+
+class MemoryReplay:
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    async def first_use(self, key: str, ttl: float) -> bool:
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+HARNESSES: dict[str, Callable[[], Harness]] = {
+    "mock": mock_harness,
+    "oidc": oidc_harness,
+    "saml": saml_harness,
+}
 
 
 @pytest.fixture(params=sorted(HARNESSES))
@@ -97,7 +132,7 @@ async def test_it_claims_the_callback_capability(harness: Harness) -> None:
 async def test_login_url_carries_the_state_and_a_json_flow_state(harness: Harness) -> None:
     redirect = await harness.connector.login_url(LoginRequest(CALLBACK, "flow-xyz"))
 
-    assert parse_qs(urlsplit(redirect.url).query)["state"] == ["flow-xyz"]
+    assert parse_qs(urlsplit(redirect.url).query)[harness.state_param] == ["flow-xyz"]
     assert json.loads(json.dumps(redirect.flow_state)) == redirect.flow_state
 
 
@@ -106,7 +141,7 @@ async def test_handle_callback_returns_an_identity_of_this_connection(harness: H
     params = await harness.answer(redirect)
 
     identity = await harness.connector.handle_callback(
-        CallbackRequest(CALLBACK, params), redirect.flow_state
+        CallbackRequest(CALLBACK, params, harness.method), redirect.flow_state
     )
 
     assert identity.partner_id == harness.partner.id
@@ -127,5 +162,5 @@ async def test_a_garbage_callback_raises_an_isthmus_error(
 
     with pytest.raises(IsthmusError):
         await harness.connector.handle_callback(
-            CallbackRequest(CALLBACK, params), redirect.flow_state
+            CallbackRequest(CALLBACK, params, harness.method), redirect.flow_state
         )
