@@ -28,8 +28,7 @@ import base64
 import binascii
 import zlib
 from collections.abc import Iterator
-from typing import Any
-from xml.etree.ElementTree import Comment, Element, ParseError, ProcessingInstruction, TreeBuilder
+from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
@@ -106,10 +105,12 @@ def inspect(data: bytes, *, root: str) -> None:
 
 def parse_document(data: bytes) -> Element:
     """Hardened parse: refuses DTDs, entities, external references, PIs, comments, depth."""
-    builder = TreeBuilder(insert_comments=True, insert_pis=True)
     parser = DefusedXMLParser(
-        target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        target=TreeBuilder(), forbid_dtd=True, forbid_entities=True, forbid_external=True
     )
+    # Anywhere in the document, prolog included (a tree builder sees only the root's inside).
+    parser.parser.ProcessingInstructionHandler = _refuse_pi
+    parser.parser.CommentHandler = _refuse_comment
     try:
         parser.feed(data)
         document: Element = parser.close()
@@ -117,15 +118,18 @@ def parse_document(data: bytes) -> Element:
         raise UnsafeMessage(f"forbidden XML construct: {type(exc).__name__}") from None
     except ParseError as exc:
         raise UnsafeMessage(f"not well-formed XML: {exc}") from None
-    for count, (element, depth) in enumerate(_walk(document), 1):
+    for count, (_, depth) in enumerate(_walk(document), 1):
         if depth > MAX_DEPTH or count > MAX_ELEMENTS:
             raise UnsafeMessage("XML tree too deep or too large")
-        tag: Any = element.tag
-        if tag is Comment:
-            raise UnsafeMessage("XML comment in the message (it could split a NameID)")
-        if tag is ProcessingInstruction:
-            raise UnsafeMessage("XML processing instruction in the message")
     return document
+
+
+def _refuse_pi(target: str, data: str) -> None:
+    raise UnsafeMessage(f"XML processing instruction {target!r} in the message")
+
+
+def _refuse_comment(data: str) -> None:
+    raise UnsafeMessage("XML comment in the message (it could split a NameID)")
 
 
 def _walk(element: Element, depth: int = 0) -> Iterator[tuple[Element, int]]:
