@@ -357,3 +357,50 @@ def _print_table(keys: KeySet) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --- SAML connections ---------------------------------------------------------------------
+
+saml_app = typer.Typer(help="SAML partner connections.", no_args_is_help=True)
+app.add_typer(saml_app, name="saml")
+
+
+@saml_app.command("certs")
+def saml_certs(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")],
+    days: Annotated[
+        int, typer.Option("--days", min=0, help="Fail when a certificate expires within this.")
+    ] = 30,
+) -> None:
+    """List the IdP and SP certificates of every SAML connection with their expiry.
+
+    Exits 1 when one expires within --days (or its metadata cannot be read): run it from
+    monitoring. During an IdP key rollover the old and the new certificate both appear.
+    """
+    from connectors.saml import certificates
+    from federation.settings import SamlConnectionSettings
+
+    settings = _load_or_exit(config)
+    now = datetime.now(UTC)
+    failing = 0
+    for partner, connection in settings.connections():
+        if not isinstance(connection, SamlConnectionSettings):
+            continue
+        try:
+            found = certificates(connection)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"{partner.id}/{connection.id}: cannot read certificates: {exc}", err=True)
+            failing += 1
+            continue
+        for cert in found:
+            left = (cert.not_after - now).days
+            soon = cert.expires_within(days, now)
+            failing += soon
+            mark = "EXPIRES SOON" if soon else "ok"
+            typer.echo(
+                f"{partner.id}/{connection.id} {cert.whose} {cert.subject} "
+                f"not_after={cert.not_after.isoformat()} ({left} days) {mark}"
+            )
+    if failing:
+        typer.echo(f"{failing} certificate problem(s) within {days} days", err=True)
+        raise typer.Exit(1)
