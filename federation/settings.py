@@ -120,6 +120,7 @@ class SamlAttributeMapping(Strict):
         "email",
         "mail",
         "urn:oid:0.9.2342.19200300.100.1.3",
+        "urn:oid:1.2.840.113549.1.9.1",  # PKCS #9 emailAddress (SimpleSAMLphp name2oid)
         "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
     )
     name: tuple[str, ...] = (
