@@ -7,6 +7,7 @@ keys are refused. ``isthmus check-config FILE`` and start-up share :func:`load_s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -210,6 +211,41 @@ class PartnerSettings(Strict):
         return tuple(d.lower() for d in value)
 
 
+class AppSettings(Strict):
+    """An extranet application behind the hub: reached through the identity-aware proxy
+    (or guarded at the edge through forward-auth), allowed by its policy, deny by default."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str | None = None
+    # Routing: requests whose Host is one of ``hosts`` (any host when empty) and whose
+    # normalized path starts with ``path_prefix``.
+    hosts: tuple[str, ...] = ()
+    path_prefix: str = "/"
+    strip_prefix: bool = False
+    upstreams: tuple[str, ...] = Field(min_length=1)
+    # The policy: a YAML file (policies/ format) or the same document inline. None: deny all.
+    policy_file: Path | None = None
+    policy: dict[str, Any] | None = None
+    case_insensitive_paths: bool = False
+    # Headers injected after every client-supplied identity header is stripped:
+    # header name → identity field (subject, email, name, partner_id, partner_kind,
+    # connection_id, groups, roles, acr).
+    identity_headers: dict[str, str] = Field(
+        default_factory=lambda: {
+            "X-Isthmus-User": "subject",
+            "X-Isthmus-Email": "email",
+            "X-Isthmus-Partner": "partner_id",
+            "X-Isthmus-Groups": "groups",
+        }
+    )
+    # A short-lived JWT (audience = this app's id) signed by the hub, verifiable with JWKS.
+    assertion_header: str | None = "X-Isthmus-Assertion"
+    preserve_host: bool = False
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    websockets: bool = True
+
+
 class ClientSettings(Strict):
     """An application that logs users in against the hub's OIDC provider."""
 
@@ -284,6 +320,10 @@ class Settings(BaseSettings):
     tokens: TokenSettings = TokenSettings()
     partners: tuple[PartnerSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
+    apps: tuple[AppSettings, ...] = ()
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto the hub believes (CIDRs); from any
+    # other peer those headers are ignored (security invariant 6).
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -417,6 +457,37 @@ def _semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         yield "store.url", "required when store.backend is 'redis'"
     yield from _partner_problems(settings)
     yield from _client_problems(settings)
+    yield from _app_problems(settings)
+    for i, cidr in enumerate(settings.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            yield f"trusted_proxies.{i}", f"{cidr!r} is not an IP network (CIDR)"
+
+
+def _app_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    seen: set[str] = set()
+    for i, app in enumerate(settings.apps):
+        where = f"apps.{i}"
+        if app.id in seen:
+            yield f"{where}.id", f"app id {app.id!r} is used twice"
+        seen.add(app.id)
+        if not app.path_prefix.startswith("/"):
+            yield f"{where}.path_prefix", "must start with /"
+        for j, upstream in enumerate(app.upstreams):
+            parts = urlsplit(upstream)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                yield f"{where}.upstreams.{j}", f"{upstream!r} must be an absolute http(s) URL"
+        if app.policy is not None and app.policy_file is not None:
+            yield f"{where}.policy", "give policy or policy_file, not both"
+        if app.policy_file is not None and not Path(app.policy_file).is_file():
+            yield f"{where}.policy_file", f"{app.policy_file} is not a readable file"
+        for host in app.hosts:
+            if not _is_domain(host.split(":")[0]) and host.split(":")[0] not in ("localhost",):
+                try:
+                    ipaddress.ip_address(host.split(":")[0])
+                except ValueError:
+                    yield f"{where}.hosts", f"{host!r} is not a host name"
 
 
 def _partner_problems(settings: Settings) -> Iterator[tuple[str, str]]:
