@@ -23,9 +23,10 @@ from federation.settings import (
     MockUser,
     PartnerKind,
     PartnerSettings,
+    SamlConnectionSettings,
 )
-from tests.connectors.test_saml_fakeidp import FakeIdp
 from tests.fakes.oidc_idp import FakeOidcProvider, FakeUser
+from tests.fakes.saml_idp import FakeSamlIdP, SamlUser
 
 CALLBACK = "https://hub.test/callback/conn-1"
 
@@ -83,15 +84,21 @@ def oidc_harness() -> Harness:
 
 
 def saml_harness() -> Harness:
-    idp = FakeIdp()
-    connection = idp.connection(id="conn-1")
+    idp = FakeSamlIdP(users=[SamlUser("u-1", email="u1@acme.test")], sign_response=False)
+    connection = SamlConnectionSettings(
+        type="saml", id="conn-1", idp_metadata_xml=idp.metadata_xml()
+    )
     replay = MemoryReplay()
     partner, connector = build(connection, ConnectorContext("https://hub.test", replay=replay))
     assert isinstance(connector, SamlConnector)
 
     async def answer(redirect: LoginRedirect) -> dict[str, str]:
-        xml = await idp.response(connector, redirect.flow_state["request_id"])
-        return FakeIdp.post(xml)
+        request = idp.read_authn_request(redirect.url)  # what the browser carries to the IdP
+        assert request.acs_url is not None and request.issuer is not None
+        xml = idp.response(
+            acs_url=request.acs_url, sp_entity_id=request.issuer, in_response_to=request.id
+        )
+        return idp.post_params(xml, request.relay_state)
 
     return Harness(connector, partner, connection, answer, "RelayState", "POST")
 

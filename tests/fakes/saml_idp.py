@@ -12,7 +12,8 @@ Small API::
     idp = FakeSamlIdP("https://idp.acme.test/saml",
                       users=[SamlUser("alice", email="alice@acme.test", groups=("eng",))],
                       sign_response=True, sign_assertion=True)
-    idp.metadata_xml(want_authn_requests_signed=False)  # -> str: IdPSSODescriptor
+    idp.metadata_xml(want_authn_requests_signed=False)  # -> str: IdPSSODescriptor (slo=False:
+                                                        #    no SingleLogoutService)
     request = idp.read_authn_request(location_url)      # Redirect binding: a URL
     request = idp.read_authn_request(form_fields)       # POST binding: {"SAMLRequest": ...}
     #   -> AuthnRequestInfo(id, acs_url, issuer, signed, binding, relay_state, destination,
@@ -34,11 +35,12 @@ named), ``authn_context``, ``session_index``, ``response_id`` / ``assertion_id``
 assertion becomes an EncryptedAssertion, AES-256-CBC or AES-128-GCM + RSA-OAEP),
 ``sign_response`` / ``sign_assertion`` (per call), ``signer`` (another ``SamlKeyPair``).
 
-Certificates: ``add_next_key()`` publishes a second certificate (metadata lists both for the
-overlap), ``rotate()`` signs with the newest one from then on, ``drop_old_keys()`` ends the
-overlap. ``SamlKeyPair.generate(...)`` makes a key no metadata knows ("signed by another
-key"). ``sign(xml, element_id, signer=..., transforms=...)`` signs any element; ``verify(
-xml_or_element, cert)`` checks a signature with xmlsec1 (the corpus's self-tests use both).
+Certificates: ``add_next_key(common_name=...)`` publishes a second certificate (metadata
+lists both for the overlap), ``rotate()`` signs with the newest one from then on,
+``drop_old_keys()`` ends the overlap. ``SamlKeyPair.generate(...)`` makes a key no metadata
+knows ("signed by another key"). ``sign(xml, element_id, signer=..., transforms=...)`` signs
+any element; ``verify(xml_or_element, cert)`` checks a signature with xmlsec1 (the corpus's
+self-tests use both).
 
 Single logout: ``logout_request(...)`` (IdP-initiated), ``read_logout_request(...)``
 (answering the SP's), ``logout_response(...)``, ``read_logout_response(...)``;
@@ -335,9 +337,13 @@ class FakeSamlIdP:
 
     # --- keys and metadata ---------------------------------------------------------------
 
-    def add_next_key(self, *, valid_days: float = 365) -> SamlKeyPair:
+    def add_next_key(
+        self, *, valid_days: float = 365, common_name: str = "fake-saml-idp"
+    ) -> SamlKeyPair:
         """Publish a second certificate beside the current one (the rollover's overlap)."""
-        key = SamlKeyPair.generate(self.directory, valid_days=valid_days, clock=self.clock)
+        key = SamlKeyPair.generate(
+            self.directory, common_name=common_name, valid_days=valid_days, clock=self.clock
+        )
         self.keys.append(key)
         return key
 
@@ -363,8 +369,13 @@ class FakeSamlIdP:
         raise KeyError(f"fake SAML IdP has no user {name!r}")
 
     def metadata_xml(
-        self, *, want_authn_requests_signed: bool = False, valid_until: float | None = None
+        self,
+        *,
+        want_authn_requests_signed: bool = False,
+        valid_until: float | None = None,
+        slo: bool = True,
     ) -> str:
+        """The IdP's EntityDescriptor; ``slo=False`` leaves out the SingleLogoutService."""
         md = etree.Element(_q(MD, "EntityDescriptor"), nsmap={"md": MD, "ds": DS})
         md.set("entityID", self.entity_id)
         if valid_until is not None:
@@ -381,7 +392,8 @@ class FakeSamlIdP:
             (BINDING_REDIRECT, self.slo_redirect_url),
             (BINDING_POST, self.slo_post_url),
         ):
-            etree.SubElement(idp, _q(MD, "SingleLogoutService"), Binding=binding, Location=url)
+            if slo:
+                etree.SubElement(idp, _q(MD, "SingleLogoutService"), Binding=binding, Location=url)
         for fmt in (NAMEID_PERSISTENT, NAMEID_EMAIL, NAMEID_TRANSIENT):
             etree.SubElement(idp, _q(MD, "NameIDFormat")).text = fmt
         for binding, url in (
@@ -527,8 +539,9 @@ class FakeSamlIdP:
                 el.set(_q(XSI, "type"), "xs:string")
                 el.text = value
 
+    @staticmethod
     def post_params(
-        self, xml: bytes, relay_state: str | None = None, *, kind: str = "SAMLResponse"
+        xml: bytes, relay_state: str | None = None, *, kind: str = "SAMLResponse"
     ) -> dict[str, str]:
         """The HTTP-POST binding's form fields."""
         params = {kind: base64.b64encode(xml).decode()}

