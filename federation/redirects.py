@@ -1,5 +1,8 @@
 """Return URLs after login (security invariant 5): only to the hub itself or configured hosts.
 
+The configured hosts are the app hosts the proxy serves (:func:`return_origins`): a user
+sent to the login by an app at ``https://orders.extranet.example/x`` comes back there.
+
 Relative paths must be plain absolute paths ("/x", not "//x", "/\\x" or "x"); absolute URLs
 must be http(s) without user info and on an allowed origin. Control characters and
 backslashes anywhere are refused. Anything else falls back to the hub's home page.
@@ -9,6 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+from federation.settings import Settings
+
+
+def return_origins(settings: Settings) -> tuple[str, ...]:
+    """Origins a return URL may point at besides the hub: the proxied apps' hosts."""
+    from federation.proxy.routing import app_origins
+
+    return app_origins(settings.apps, settings.issuer)
+
+
+def safe_return_url_for(candidate: str | None, settings: Settings) -> str:
+    """:func:`safe_return_url` with the hub's issuer and the proxied apps' origins."""
+    return safe_return_url(candidate, settings.issuer, return_origins(settings))
 
 
 def safe_return_url(candidate: str | None, issuer: str, allowed_origins: Iterable[str] = ()) -> str:

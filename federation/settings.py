@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -245,6 +246,46 @@ class AppSettings(Strict):
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     websockets: bool = True
 
+    @field_validator("identity_headers")
+    @classmethod
+    def _known_identity_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, field_name in value.items():
+            if not _HEADER_NAME.match(header):
+                raise ValueError(f"{header!r} is not a header name")
+            if field_name not in IDENTITY_FIELDS:
+                known = ", ".join(sorted(IDENTITY_FIELDS))
+                raise ValueError(f"{header}: unknown identity field {field_name!r} ({known})")
+        return value
+
+    @field_validator("assertion_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HEADER_NAME.match(value):
+            raise ValueError(f"{value!r} is not a header name")
+        return value
+
+
+# What an app's identity_headers may carry ("subject" is the hub subject, the assertion's
+# ``sub``; "upstream_subject" the partner IdP's own subject).
+IDENTITY_FIELDS = frozenset(
+    {
+        "subject",
+        "upstream_subject",
+        "email",
+        "name",
+        "partner_id",
+        "partner_kind",
+        "partner_name",
+        "connection_id",
+        "issuer",
+        "groups",
+        "roles",
+        "amr",
+        "acr",
+    }
+)
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
 
 class ClientSettings(Strict):
     """An application that logs users in against the hub's OIDC provider."""
@@ -282,6 +323,10 @@ class KeySettings(Strict):
 
 class SessionSettings(Strict):
     cookie_name: str = "isthmus_session"
+    # None: the session cookie is host-only (the hub's host; apps on it by path prefix).
+    # A parent domain of the hub's host (e.g. "extranet.example") sends it to apps on
+    # other hosts under that domain too (orders.extranet.example): see docs/proxy.md.
+    cookie_domain: str | None = None
     ttl_seconds: int = Field(default=8 * 3600, ge=60)
 
 
@@ -458,6 +503,7 @@ def _semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     yield from _partner_problems(settings)
     yield from _client_problems(settings)
     yield from _app_problems(settings)
+    yield from _cookie_domain_problems(settings)
     for i, cidr in enumerate(settings.trusted_proxies):
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -488,6 +534,29 @@ def _app_problems(settings: Settings) -> Iterator[tuple[str, str]]:
                     ipaddress.ip_address(host.split(":")[0])
                 except ValueError:
                     yield f"{where}.hosts", f"{host!r} is not a host name"
+
+
+def _cookie_domain_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The session cookie must reach the hub (else nobody stays signed in) and every app
+    host the proxy serves (else its users loop through the login)."""
+    hub_host = (urlsplit(settings.issuer).hostname or "").lower()
+    domain = (settings.session.cookie_domain or "").lower().strip(".")
+    if settings.session.cookie_domain is not None and not _under(hub_host, domain):
+        yield "session.cookie_domain", f"the hub's host {hub_host!r} is not under {domain!r}"
+    for i, app in enumerate(settings.apps):
+        for host in app.hosts:
+            name = host.split(":")[0].lower()
+            if name == hub_host or (domain and _under(name, domain)):
+                continue
+            yield (
+                f"apps.{i}.hosts",
+                f"the session cookie does not reach {host!r}: serve the app on the hub's host "
+                "by path prefix, or set session.cookie_domain to a domain above both",
+            )
+
+
+def _under(host: str, domain: str) -> bool:
+    return bool(domain) and (host == domain or host.endswith("." + domain))
 
 
 def _partner_problems(settings: Settings) -> Iterator[tuple[str, str]]:

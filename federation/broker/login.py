@@ -13,7 +13,7 @@ from federation.broker.discovery import Realm, discover
 from federation.broker.flows import FlowStore, LoginFlow
 from federation.errors import InvalidState, IsthmusError, NotFound, PartnerNotActive
 from federation.hub import Hub
-from federation.redirects import safe_return_url
+from federation.redirects import safe_return_url, safe_return_url_for
 from federation.sessions import Session
 
 
@@ -30,7 +30,7 @@ class Broker:
 
     def begin(self, return_url: str | None, login_hint: str | None = None) -> LoginFlow:
         """A new flow; nothing is stored until it goes upstream (:meth:`start`)."""
-        return LoginFlow.new(safe_return_url(return_url, self.hub.issuer), login_hint)
+        return LoginFlow.new(safe_return_url_for(return_url, self.hub.settings), login_hint)
 
     def discover(self, email_or_domain: str) -> Realm | None:
         return discover(self.hub.registry, email_or_domain)

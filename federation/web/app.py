@@ -20,8 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from federation.broker.login import Broker
 from federation.errors import IsthmusError, PayloadTooLarge
 from federation.hub import Hub, build_hub
+from federation.proxy.forward import Proxy, ProxyMiddleware
 from federation.settings import Settings
-from federation.web import errors, pages, provider, upstream
+from federation.web import errors, forward_auth, pages, provider, upstream
 
 _log = logging.getLogger("isthmus")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -93,11 +94,16 @@ async def healthz(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Starlette:
     if hub is None:
         hub = build_hub(settings or Settings())
+    proxy = Proxy(hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await hub.aclose()
+        await proxy.start()
+        try:
+            yield
+        finally:
+            await proxy.aclose()
+            await hub.aclose()
 
     app = Starlette(
         routes=_routes(),
@@ -110,7 +116,11 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
     )
     app.state.hub = hub
     app.state.broker = Broker(hub)
+    app.state.proxy = proxy
     app.add_middleware(BodyLimitMiddleware, limit=hub.settings.max_request_bytes)
+    # Requests for a proxied app go to the proxy (their bodies stream to the app, outside
+    # the hub's body limit); everything else to the hub's own routes.
+    app.add_middleware(ProxyMiddleware, proxy=proxy)
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -121,6 +131,7 @@ def _routes() -> list[BaseRoute]:
         Route("/healthz", healthz, methods=["GET"]),
         *pages.routes,
         *upstream.routes,
+        *forward_auth.routes,
         *provider.routes,
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]

@@ -15,6 +15,7 @@ def set_cookie(response: Response, settings: Settings, name: str, value: str, ma
         value,
         max_age=max_age,
         path="/",
+        domain=_domain(settings, name),
         secure=not settings.allow_insecure_http,
         httponly=True,
         samesite="lax",
@@ -23,5 +24,16 @@ def set_cookie(response: Response, settings: Settings, name: str, value: str, ma
 
 def clear_cookie(response: Response, settings: Settings, name: str) -> None:
     response.delete_cookie(
-        name, path="/", secure=not settings.allow_insecure_http, httponly=True, samesite="lax"
+        name,
+        path="/",
+        domain=_domain(settings, name),
+        secure=not settings.allow_insecure_http,
+        httponly=True,
+        samesite="lax",
     )
+
+
+def _domain(settings: Settings, name: str) -> str | None:
+    """Only the session cookie is shared with app hosts (``session.cookie_domain``); flow
+    and CSRF cookies stay host-only."""
+    return settings.session.cookie_domain if name == settings.session.cookie_name else None

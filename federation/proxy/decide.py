@@ -1,0 +1,168 @@
+"""Session → subject → policy decision → audit event, framework-free.
+
+:meth:`Decider.decide` is what both the reverse proxy and forward-auth call: it takes the
+app, the session cookie value and the request as plain values and returns a
+:class:`Verdict` that the web layer turns into 2xx (forward, or identity headers), a login
+redirect / 401, or a 403 stating the public reasons. Every call emits one audit event.
+Fail closed (invariant 7): no partner, a partner that is not active, or a policy that
+cannot be loaded is a refusal; a store error propagates (the error mapper gives a 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import policies
+from federation.hub import Hub
+from federation.registry import Partner
+from federation.sessions import Session
+from federation.settings import AppSettings, PartnerStatus
+
+__all__ = ["Decider", "Outcome", "PolicySet", "Verdict", "load_app_policy"]
+
+
+class Outcome(StrEnum):
+    allow = "allow"
+    login = "login"  # no valid session: send the user to sign in
+    deny = "deny"
+
+    @property
+    def status(self) -> int:
+        return {"allow": 200, "login": 401, "deny": 403}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    app: AppSettings
+    # The normalized path the decision was taken on.
+    path: str
+    # Reasons the policy allows to show (a 403 page states them).
+    reasons: tuple[str, ...]
+    request_id: str
+    session: Session | None = None
+    partner: Partner | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is Outcome.allow
+
+    @property
+    def status(self) -> int:
+        return self.outcome.status
+
+
+def load_app_policy(app: AppSettings) -> policies.Policy:
+    """The app's compiled policy; no policy at all means deny all (never allow all)."""
+    insensitive = app.case_insensitive_paths
+    if app.policy_file is not None:
+        return policies.load_policy(
+            Path(app.policy_file),
+            name=str(app.policy_file),
+            app_id=app.id,
+            case_insensitive_paths=insensitive,
+        )
+    if app.policy is not None:
+        return policies.load_policy(
+            app.policy,
+            name=f"apps.{app.id}.policy",
+            app_id=app.id,
+            case_insensitive_paths=insensitive,
+        )
+    return policies.DENY_ALL
+
+
+class PolicySet:
+    """Policies of every app, compiled once at start-up."""
+
+    def __init__(self, apps: Iterable[AppSettings]) -> None:
+        self._policies = {app.id: load_app_policy(app) for app in apps}
+
+    @classmethod
+    def of(cls, policies_by_app: Mapping[str, policies.Policy]) -> PolicySet:
+        made = cls(())
+        made._policies = dict(policies_by_app)
+        return made
+
+    def policy(self, app_id: str) -> policies.Policy:
+        return self._policies.get(app_id, policies.DENY_ALL)
+
+
+class Decider:
+    def __init__(self, hub: Hub, policy_set: PolicySet) -> None:
+        self.hub = hub
+        self.policies = policy_set
+
+    async def session(self, session_id: str | None) -> Session | None:
+        return await self.hub.sessions.get(session_id) if session_id else None
+
+    async def decide(
+        self,
+        app: AppSettings,
+        *,
+        session_id: str | None,
+        method: str,
+        path: str,
+        host: str,
+        source_ip: str,
+        request_id: str,
+    ) -> Verdict:
+        """Decide on ``path`` (already normalized by :mod:`federation.proxy.routing`)."""
+        session = await self.session(session_id)
+        if session is None:
+            verdict = Verdict(Outcome.login, app, path, ("sign-in required",), request_id)
+            self._audit(verdict, method, source_ip, ())
+            return verdict
+        identity = session.identity
+        partner = self.hub.registry.partner(identity.partner_id)
+        if partner is None or partner.settings.status is not PartnerStatus.active:
+            reasons = ("your company's access is not active",)
+            verdict = Verdict(Outcome.deny, app, path, reasons, request_id, session, partner)
+            self._audit(verdict, method, source_ip, ("partner not found or not active",))
+            return verdict
+        now = datetime.fromtimestamp(self.hub.clock(), UTC)
+        decision = self.policies.policy(app.id).decide(
+            policies.Subject(identity, partner.settings),
+            policies.AccessRequest(method, path, host, source_ip, now),
+        )
+        outcome = Outcome.allow if decision.allowed else Outcome.deny
+        verdict = Verdict(
+            outcome,
+            app,
+            path,
+            tuple(decision.public_reasons()),
+            request_id,
+            session,
+            partner,
+        )
+        self._audit(verdict, method, source_ip, tuple(str(r) for r in decision.reasons))
+        return verdict
+
+    def _audit(
+        self, verdict: Verdict, method: str, source_ip: str, reasons: tuple[str, ...]
+    ) -> None:
+        identity = verdict.session.identity if verdict.session else None
+        fields: dict[str, Any] = {
+            "app": verdict.app.id,
+            "method": method,
+            "path": verdict.path,
+            "decision": verdict.outcome.value,
+            "reasons": list(reasons or verdict.reasons),
+            "source_ip": source_ip,
+            "request_id": verdict.request_id,
+        }
+        if identity is not None:
+            fields.update(
+                partner=identity.partner_id,
+                connection=identity.connection_id,
+                subject=identity.subject,
+                hub_subject=identity.hub_subject,
+                email=identity.email,
+            )
+        outcome = "success" if verdict.allowed else "failure"
+        self.hub.audit.emit("proxy.decision", outcome=outcome, **fields)
