@@ -17,12 +17,14 @@ from federation.settings import ConnectionSettings, PartnerSettings
 
 @dataclass(frozen=True)
 class ConnectorContext:
-    """What the hub lends connectors: its base URL, HTTP plumbing and a clock.
+    """What the hub lends connectors: its base URL, HTTP plumbing and two clocks.
 
     ``transport`` routes every upstream request through one transport, ``mounts`` routes
     by origin (``{"https://idp.acme.test": transport}``); tests mount in-process ASGI apps
     with either (``httpx.ASGITransport``). ``clock`` is monotonic seconds, for caches and
-    rate limits.
+    rate limits (never compare it with a time from a message). ``wall_clock`` is POSIX
+    seconds (``time.time``), for validity windows in upstream messages: SAML NotBefore /
+    NotOnOrAfter, token expiry (``exp``, ``iat``); tests inject either to move time.
     """
 
     hub_base_url: str = ""
@@ -31,6 +33,7 @@ class ConnectorContext:
     transport: httpx.AsyncBaseTransport | None = None
     mounts: Mapping[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
 
     def http_options(self, timeout: float = 10.0) -> dict[str, Any]:
         """Keyword arguments for an ``httpx.AsyncClient`` (or a subclass such as authlib's)."""

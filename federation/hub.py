@@ -90,7 +90,8 @@ def build_hub(
 ) -> Hub:
     store = store if store is not None else make_store(settings)
     if context is None:
-        context = ConnectorContext(hub_base_url=settings.issuer.rstrip("/"))
+        # The hub's wall clock is its connectors' too (validity windows, token expiry).
+        context = ConnectorContext(hub_base_url=settings.issuer.rstrip("/"), wall_clock=clock)
     if context.replay is None:
         context = dataclasses.replace(context, replay=StoreReplayCache(store))
     return Hub(

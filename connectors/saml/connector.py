@@ -17,8 +17,7 @@ import asyncio
 import base64
 import logging
 import shutil
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,16 +75,11 @@ class SamlConnector:
         partner_id: str,
         settings: SamlConnectionSettings,
         context: ConnectorContext,
-        *,
-        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.id = settings.id
         self.partner_id = partner_id
         self.settings = settings
         self._context = context
-        # Validity windows need wall-clock time; ConnectorContext.clock is monotonic (it
-        # times the metadata refresh).
-        self._now = wall_clock
         self.endpoints = SpEndpoints.of(settings, context.hub_base_url)
         self._key_dir: Path | None = None
         self.keys = self._key_pair()
@@ -272,7 +266,7 @@ class SamlConnector:
             idp_entity_id=idp.metadata.entity_id,
             request_id=request_id,
             skew=float(self.settings.clock_skew_seconds),
-            now=self._now(),
+            now=self._context.wall_clock(),
             want_assertions_signed=self.settings.want_assertions_signed,
         )
         try:
@@ -508,7 +502,7 @@ class SamlConnector:
     def _expired(self, instant: str) -> bool:
         from connectors.saml.consumer import parse_instant
 
-        return self._now() - self.settings.clock_skew_seconds >= parse_instant(
+        return self._context.wall_clock() - self.settings.clock_skew_seconds >= parse_instant(
             instant, "NotOnOrAfter"
         )
 

@@ -60,16 +60,9 @@ def connection(
     return SamlConnectionSettings(type="saml", id=id, idp_metadata_xml=metadata, **overrides)
 
 
-def connector(
-    connection: SamlConnectionSettings,
-    *,
-    wall_clock: Any = time.time,
-    **context: Any,
-) -> SamlConnector:
+def connector(connection: SamlConnectionSettings, **context: Any) -> SamlConnector:
     context.setdefault("replay", MemoryReplay())
-    return SamlConnector(
-        "acme", connection, ConnectorContext(HUB, **context), wall_clock=wall_clock
-    )
+    return SamlConnector("acme", connection, ConnectorContext(HUB, **context))
 
 
 def respond(idp: FakeSamlIdP, sp: SamlConnector, request_id: str | None, **overrides: Any) -> bytes:
@@ -429,11 +422,17 @@ async def test_the_replay_ttl_runs_to_not_on_or_after_plus_skew(idp: FakeSamlIdP
     assert 5 * 60 < ttl <= 5 * 60 + 120 + 1  # lifetime 5 min + 120 s skew
 
 
-async def test_the_consumer_checks_time_with_its_own_clock(idp: FakeSamlIdP) -> None:
+async def test_the_consumer_checks_time_with_the_context_wall_clock(idp: FakeSamlIdP) -> None:
     later = connector(connection(idp), wall_clock=lambda: time.time() + 3600)
     xml, flow_state = await login_and_respond(idp, later)
     with pytest.raises(InvalidUpstreamResponse, match="expired"):
         await consume(later, xml, flow_state)
+
+
+async def test_validity_windows_ignore_the_monotonic_clock(idp: FakeSamlIdP) -> None:
+    sp = connector(connection(idp), clock=FakeClock(start=1000.0))  # not a wall time
+    xml, flow_state = await login_and_respond(idp, sp)
+    assert (await consume(sp, xml, flow_state)).subject == "u-1"
 
 
 async def test_no_replay_cache_fails_closed(idp: FakeSamlIdP) -> None:
@@ -597,6 +596,10 @@ async def test_idp_initiated_logout_ends_the_subject_and_answers_signed(
     assert outcome.redirect.url.startswith(idp.slo_redirect_url + "?")
     answer = idp.read_logout_response(outcome.redirect.url, sp_cert=sp.keys.cert_pem)
     assert answer.signed and answer.relay_state == "rs"
+
+    later = connector(connection(idp), wall_clock=lambda: time.time() + 3600)
+    with pytest.raises(InvalidUpstreamResponse, match="expired"):  # NotOnOrAfter: 5 min
+        await later.handle_logout(CallbackRequest(SLO, params, "GET"))
 
     unsigned = {k: v for k, v in params.items() if k not in ("Signature", "SigAlg")}
     with pytest.raises(InvalidUpstreamResponse, match="not signed"):
