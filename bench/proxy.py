@@ -1,0 +1,267 @@
+"""Proxied requests per second with a valid session, beside nginx serving the same upstream.
+
+    python -m bench.proxy [--duration 10] [--connections 32] [--threads 2]
+
+In one run, on 127.0.0.1:
+
+1. Debian's nginx is started with a generated config (in a temp dir) serving a 13-byte
+   static file: that nginx is the upstream *and* the baseline ("nginx alone").
+2. The hub is started in its own process (``python -m bench.proxy --serve-hub``: uvicorn
+   with uvloop and httptools, one worker, access log off, audit lines not printed) with
+   one app, ``orders``, routed by host to that nginx, its policy allowing partner acme;
+   it opens a session for a mock user before serving and prints the cookie.
+3. ``wrk`` (``apt-get install wrk``) drives nginx directly, then the hub's proxy with the
+   session cookie (every request: session read, policy decision, audit event, identity
+   headers and assertion JWT, aiohttp to nginx, streamed back). A short warm-up first.
+
+Bounded: each measurement lasts ``--duration`` seconds; everything is stopped at the end.
+Without wrk the bench says so and stops (a Python load generator would measure itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.peers.common import free_port
+
+POLICY = {
+    "version": 1,
+    "rules": [{"name": "acme", "effect": "allow", "when": {"partner": "acme"}}],
+}
+
+
+def hub_settings(port: int, upstream: str) -> Any:
+    from federation.settings import Settings
+
+    return Settings(
+        issuer=f"http://127.0.0.1:{port}",
+        allow_insecure_http=True,
+        allow_mock_connections=True,
+        partners=[
+            {
+                "id": "acme",
+                "name": "Acme",
+                "kind": "supplier",
+                "status": "active",
+                "domains": ["acme.example"],
+                "connections": [
+                    {
+                        "type": "mock",
+                        "id": "acme-mock",
+                        "users": [{"subject": "alice", "email": "alice@acme.example"}],
+                    }
+                ],
+            }
+        ],
+        apps=[
+            {
+                "id": "orders",
+                "hosts": ["orders.localhost"],
+                "upstreams": [upstream],
+                "policy": POLICY,
+            }
+        ],
+    )
+
+
+def serve_hub(port: int, upstream: str) -> None:
+    """Child process: open a session, print its cookie, serve the hub."""
+    import logging
+
+    import uvicorn
+
+    from federation.hub import build_hub
+    from federation.identity import FederatedIdentity
+    from federation.web.app import create_app
+
+    logging.getLogger("isthmus.audit").setLevel(logging.WARNING)
+    hub = build_hub(hub_settings(port, upstream))
+    identity = FederatedIdentity(
+        "acme",
+        "acme-mock",
+        "mock:acme-mock",
+        "alice",
+        email="alice@acme.example",
+        email_verified=True,
+    )
+    session = asyncio.run(hub.sessions.create(identity))
+    print(f"COOKIE {session.id}", flush=True)
+    uvicorn.run(
+        create_app(hub=hub),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=False,
+    )
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp}/www;
+        location / {{ default_type text/plain; }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(port: int) -> Iterator[None]:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
+        Path(tmp).chmod(0o755)  # nginx's workers (not root) read the file
+        (Path(tmp) / "www").mkdir(mode=0o755)
+        (Path(tmp) / "www" / "hello").write_text("hello, proxy\n")
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        proc = subprocess.Popen([binary, "-c", str(conf), "-p", tmp], stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@contextmanager
+def hub(port: int, upstream: str) -> Iterator[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.proxy", "--serve-hub", str(port), upstream],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("COOKIE "):
+            raise RuntimeError(f"hub did not start: {line!r}")
+        wait_port(port)
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def wrk(
+    url: str, headers: dict[str, str], args: argparse.Namespace, duration: float
+) -> dict[str, Any]:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{round(duration)}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True, timeout=duration + 30
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50": p50.group(1) if p50 else "?",
+        "p99": p99.group(1) if p99 else "?",
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--serve-hub", nargs=2, metavar=("PORT", "UPSTREAM"))
+    args = parser.parse_args()
+    if args.serve_hub:
+        serve_hub(int(args.serve_hub[0]), args.serve_hub[1])
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    nginx_port, hub_port = free_port(), free_port()
+    upstream = f"http://127.0.0.1:{nginx_port}"
+    with nginx(nginx_port), hub(hub_port, upstream) as cookie:
+        proxied_headers = {
+            "Host": f"orders.localhost:{hub_port}",
+            "Cookie": f"isthmus_session={cookie}",
+        }
+        check = (
+            subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    f"Host: {proxied_headers['Host']}",
+                    "-H",
+                    f"Cookie: {proxied_headers['Cookie']}",
+                    f"http://127.0.0.1:{hub_port}/hello",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            if shutil.which("curl")
+            else "200"
+        )
+        if check != "200":
+            sys.exit(f"proxied request answered {check}, not 200")
+        wrk(f"{upstream}/hello", {}, args, 2)  # warm-up
+        direct = wrk(f"{upstream}/hello", {}, args, args.duration)
+        wrk(f"http://127.0.0.1:{hub_port}/hello", proxied_headers, args, 2)
+        proxied = wrk(f"http://127.0.0.1:{hub_port}/hello", proxied_headers, args, args.duration)
+    cpus = os.cpu_count()
+    print(f"machine: {cpus} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.duration}s")
+    print(f"{'target':<28} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
+    for name, result in (("nginx alone (static file)", direct), ("hub proxy -> nginx", proxied)):
+        rps, p50, p99, bad = result["rps"], result["p50"], result["p99"], result["non_2xx"]
+        print(f"{name:<28} {rps:>10.0f} {p50:>9} {p99:>9} {bad:>8}")
+    print(f"ratio proxy / nginx alone: {proxied['rps'] / direct['rps']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
