@@ -187,7 +187,8 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 def wrk(
     url: str, headers: dict[str, str], args: argparse.Namespace, duration: float
 ) -> dict[str, Any]:
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{round(duration)}s", "--latency"]
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}"]
+    command += [f"-d{round(duration)}s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     out = subprocess.run(
