@@ -3,12 +3,22 @@
 pysaml2 7.5 imports a cipher mode that ``cryptography`` has moved (a deprecation warning at
 import time, nothing the hub uses): it is silenced here, so every module of this package
 imports pysaml2 through this one and the warning policy of the rest of the hub holds.
+
+pysaml2's own logging is kept from writing message contents: it logs whole documents
+(a refused Response in full at ERROR: names, emails, attributes) and, at DEBUG, every
+message it handles. :func:`quiet_pysaml2_logs` (run at import, and again whenever a client
+is built, for loggers of modules pysaml2 imports late) puts :class:`NoMessageContents` on
+every ``saml2`` logger: DEBUG and INFO records are dropped, WARNING and above keep only
+the first line of their message, cut before any ``<`` and at 200 characters, with no
+arguments, traceback or stack. Why the hub refused a message is in its IsthmusError
+detail, which federation/web/errors.py logs.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import tempfile
 import warnings
@@ -72,4 +82,58 @@ def _make_temp(
 saml2.sigver.make_temp = _make_temp
 saml2.entity.make_temp = _make_temp
 
-__all__ = ["BINDING_HTTP_POST", "BINDING_HTTP_REDIRECT", "saml2"]
+MAX_LOG_CHARS = 200
+
+
+class NoMessageContents(logging.Filter):
+    """Drops pysaml2's DEBUG/INFO records; reduces the others to a first line, no XML."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return False
+        record.msg = _gist(record)
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _gist(record: logging.LogRecord) -> str:
+    try:
+        text = record.getMessage()
+    except Exception:  # a malformed format string in pysaml2: keep the bare template
+        text = str(record.msg)
+    line = text.strip().split("\n", 1)[0]
+    line = line.split("<", 1)[0].rstrip(" \t:='\"(")  # no markup, nothing after it
+    if record.exc_info and record.exc_info[0] is not None:
+        line = f"{line} [{record.exc_info[0].__name__}]"
+    if len(line) > MAX_LOG_CHARS:
+        line = line[:MAX_LOG_CHARS] + "..."
+    return line or "(pysaml2 message withheld)"
+
+
+_FILTER = NoMessageContents()
+
+
+def quiet_pysaml2_logs() -> None:
+    """Put the filter on every ``saml2`` logger that exists now (idempotent).
+
+    A filter on a logger sees only the records logged *to that logger*, not those
+    propagating from its children: hence one per logger, not one on ``saml2``.
+    """
+    logging.getLogger("saml2").addFilter(_FILTER)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("saml2.") and isinstance(logger, logging.Logger):
+            logger.addFilter(_FILTER)  # addFilter ignores a filter already there
+
+
+quiet_pysaml2_logs()
+
+__all__ = [
+    "BINDING_HTTP_POST",
+    "BINDING_HTTP_REDIRECT",
+    "NoMessageContents",
+    "quiet_pysaml2_logs",
+    "saml2",
+]

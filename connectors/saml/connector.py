@@ -32,7 +32,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from connectors.base import CallbackRequest, LoginRedirect, LoginRequest, LogoutOutcome
 from connectors.registry import ConnectorContext
 from connectors.saml import guard
-from connectors.saml._pysaml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml2
+from connectors.saml._pysaml2 import (
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    quiet_pysaml2_logs,
+    saml2,
+)
 from connectors.saml.consumer import Expected, check_response
 from connectors.saml.keys import SpKeyPair, der_from_base64, generate_key_pair, private_directory
 from connectors.saml.mapping import identity_from
@@ -167,6 +172,7 @@ class SamlConnector:
         return response.content
 
     def _build_client(self, metadata: IdpMetadata | None) -> Any:
+        quiet_pysaml2_logs()  # loggers of pysaml2 modules imported since
         return sp_client(sp_config(self.settings, self.endpoints, self.keys, metadata))
 
     # --- MetadataConnector ------------------------------------------------------------------
