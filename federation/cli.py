@@ -404,3 +404,152 @@ def saml_certs(
     if failing:
         typer.echo(f"{failing} certificate problem(s) within {days} days", err=True)
         raise typer.Exit(1)
+
+
+# --- policies -----------------------------------------------------------------------------
+
+policy_app = typer.Typer(
+    help="Access policies: explain a decision, run policy test cases.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+@policy_app.command("explain")
+def policy_explain(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")],
+    app_id: Annotated[str, typer.Option("--app", help="The app id.")],
+    path: Annotated[str, typer.Option("--path", help="The raw request path.")],
+    email: Annotated[str | None, typer.Option("--email", help="The user's email.")] = None,
+    partner: Annotated[
+        str | None, typer.Option("--partner", help="Partner id (default: by email domain).")
+    ] = None,
+    connection: Annotated[str | None, typer.Option("--connection")] = None,
+    groups: Annotated[str | None, typer.Option("--groups", help="Comma-separated.")] = None,
+    roles: Annotated[str | None, typer.Option("--roles", help="Comma-separated.")] = None,
+    acr: Annotated[str | None, typer.Option("--acr")] = None,
+    amr: Annotated[str | None, typer.Option("--amr", help="Comma-separated.")] = None,
+    method: Annotated[str, typer.Option("--method")] = "GET",
+    host: Annotated[str | None, typer.Option("--host", help="Default: the app's host.")] = None,
+    ip: Annotated[str | None, typer.Option("--ip", help="The client address.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="ISO time (default: now).")] = None,
+) -> None:
+    """Can this user make this request on this app, and why: ALLOW or DENY, the reasons,
+    and how every rule of the app's policy fared."""
+    import policies
+    from policies.testing import CaseFileError, decide_raw, make_subject, parse_time
+
+    settings = _load_or_exit(config)
+    target = next((a for a in settings.apps if a.id == app_id), None)
+    if target is None:
+        _fail(f"no app {app_id!r} in {config} (apps: {', '.join(a.id for a in settings.apps)})")
+    policy = _load_app_policy_or_exit(target)
+    try:
+        subject = make_subject(
+            {p.id: p for p in settings.partners},
+            email=email,
+            partner=partner,
+            connection=connection,
+            groups=_csv(groups),
+            roles=_csv(roles),
+            acr=acr,
+            amr=_csv(amr),
+        )
+        now = parse_time(at) if at else datetime.now(UTC)
+    except (CaseFileError, ValueError) as exc:
+        _fail(str(exc))
+    decision, normalized = decide_raw(
+        policy,
+        subject,
+        method=method.upper(),
+        raw_path=path,
+        host=host or (target.hosts[0] if target.hosts else "localhost"),
+        source_ip=ip,
+        now=now,
+        case_insensitive=target.case_insensitive_paths,
+    )
+    who = email or subject.identity.subject
+    kind = subject.partner.kind.value
+    verdict = "ALLOW" if decision.allowed else "DENY"
+    typer.echo(f"{verdict} {method.upper()} {path} on {app_id} for {who}")
+    typer.echo(f"  partner {subject.partner.id} ({kind}, {subject.partner.status.value})")
+    if normalized is not None and normalized != path:
+        typer.echo(f"  normalized path: {normalized}")
+    typer.echo("reasons:")
+    for reason in decision.reasons:
+        rule = f" [rule {reason.rule}]" if reason.rule else ""
+        shown = " (shown to the user)" if reason.public else ""
+        typer.echo(f"  - {reason.code}{rule}: {reason.message}{shown}")
+    if normalized is None or not policy.rules:
+        return
+    request = policies.AccessRequest(method.upper(), normalized, "", ip, now)
+    typer.echo("rules:")
+    width = max(len(r.name) for r in policy.rules)
+    for trace in policy.explain(subject, request).traces:
+        rule = trace.rule
+        if not trace.applies:
+            only = sorted(rule.partner.partners) if rule.partner else []
+            state = f"not looked at: only for {', '.join(only)}"
+        elif trace.matched:
+            state = "matched"
+        else:
+            assert trace.failing is not None
+            state = f"no match: requires {trace.failing.describe()}; had {trace.observed}"
+        typer.echo(f"  {rule.name:<{width}}  {rule.effect:<5}  {state}")
+
+
+def _load_app_policy_or_exit(target: Any) -> Any:
+    import policies
+
+    try:
+        if target.policy_file is not None:
+            return policies.load_policy(
+                Path(target.policy_file),
+                name=str(target.policy_file),
+                app_id=target.id,
+                case_insensitive_paths=target.case_insensitive_paths,
+            )
+        if target.policy is not None:
+            return policies.load_policy(
+                target.policy,
+                name=f"apps.{target.id}.policy",
+                app_id=target.id,
+                case_insensitive_paths=target.case_insensitive_paths,
+            )
+    except policies.PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    return policies.DENY_ALL
+
+
+@policy_app.command("test")
+def policy_test(
+    file: Annotated[Path, typer.Argument(help="A YAML file of policy test cases.")],
+) -> None:
+    """Run policy test cases written as data (identity + request → expected decision).
+
+    Prints one line per case; exits 1 when a case fails or the file or policy is wrong.
+    """
+    import policies
+    from policies.testing import CaseFileError, run_file
+
+    try:
+        results = run_file(file)
+    except CaseFileError as exc:
+        _fail(str(exc))
+    except policies.PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        verdict = "ALLOW" if result.decision.allowed else "DENY"
+        mark = "ok  " if result.passed else "FAIL"
+        typer.echo(f"{mark} {result.name}: {verdict} ({', '.join(result.decision.codes())})")
+        for failure in result.failures:
+            typer.echo(f"       {failure}")
+    typer.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)

@@ -8,6 +8,7 @@ allowed, the first failing criterion of each allow rule that could apply, then
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -58,10 +59,17 @@ class Policy:
         self.default_reason = default_reason
         self._default = Decision(False, (default_reason,))
         self._independent = _bucket(r for r in self.rules if r.partner is None)
-        partners = {p for r in self.rules if r.partner is not None for p in r.partner.partners}
+        # One pass over the rules, then each partner's rules merged with the independent
+        # ones in document order: compiling is O(rules + partners x independent rules).
+        independent = [i for i, r in enumerate(self.rules) if r.partner is None]
+        indexed: dict[str, list[int]] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.partner is not None:
+                for partner_id in rule.partner.partners:
+                    indexed.setdefault(partner_id, []).append(i)
         self._buckets = {
-            p: _bucket(r for r in self.rules if r.partner is None or p in r.partner.partners)
-            for p in partners
+            p: _bucket(self.rules[i] for i in heapq.merge(own, independent))
+            for p, own in indexed.items()
         }
 
     def __repr__(self) -> str:
@@ -81,15 +89,17 @@ class Policy:
                     denied += (rule.matched,)
             if denied:
                 return Decision(False, denied)
+            failed: list[tuple[Rule, Criterion]] = []
             for rule in bucket.allow:
                 for check in rule.checks:
                     if not check.matches(subject, request):
+                        failed.append((rule, check))
                         break
                 else:
                     return rule.decision  # type: ignore[return-value]  # allow rules have one
-            if not bucket.allow:
+            if not failed:
                 return self._default
-            misses = tuple(rule.miss(subject, request) for rule in bucket.allow)
+            misses = [rule.miss(check, subject, request) for rule, check in failed]
             return Decision(False, (*misses, self.default_reason))
         except Exception as exc:  # fail closed (invariant 7)
             return Decision(

@@ -3,8 +3,10 @@ once so that a decision only picks them up."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
+from policies.combinators import All, Any, Not
 from policies.criteria.base import Criterion
 from policies.criteria.partner import Partner
 from policies.model import AccessRequest, Decision, Reason, Subject
@@ -23,7 +25,9 @@ class Rule:
     code: str | None
     matched: Reason  # the reason when the rule matches
     decision: Decision | None  # allow rules: the (shared, immutable) decision they give
-    _misses: dict[int, Reason] = field(default_factory=dict, compare=False, repr=False)
+    all_checks: tuple[Criterion, ...]  # the checks including the indexed partner criterion
+    # Allow rules: the reason to give when a criterion (by id) is the one that failed.
+    misses: Mapping[int, Reason]
 
     @classmethod
     def build(
@@ -47,7 +51,8 @@ class Rule:
             )
             decision: Decision | None = Decision(True, (matched,))
         else:
-            first = next(leaf.key for c in _all_checks(partner, checks) for leaf in c.leaves())
+            # Named after the first criterion that is not the indexed partner (if any).
+            first = next(leaf.key for c in (*checks, partner) if c for leaf in c.leaves())
             default_code = "denied" if first == "always" else f"{first}_denied"
             matched = Reason(
                 code or default_code,
@@ -56,12 +61,27 @@ class Rule:
                 public,
             )
             decision = None
-        return cls(name, effect, checks, partner, reason, public, code, matched, decision)
-
-    @property
-    def all_checks(self) -> tuple[Criterion, ...]:
-        """The checks including the indexed partner criterion (for explain)."""
-        return _all_checks(self.partner, self.checks)
+        all_checks = _all_checks(partner, checks)
+        misses = {
+            id(node): Reason(
+                node.code, reason or f"rule {name!r} requires {node.describe()}", name, public
+            )
+            for check in all_checks
+            for node in _nodes(check)
+        }
+        return cls(
+            name,
+            effect,
+            checks,
+            partner,
+            reason,
+            public,
+            code,
+            matched,
+            decision,
+            all_checks,
+            misses,
+        )
 
     def matches(self, subject: Subject, request: AccessRequest) -> bool:
         for check in self.checks:  # noqa: SIM110 - faster than all(genexp)
@@ -75,17 +95,9 @@ class Rule:
                 return check.failing(subject, request)
         return None
 
-    def miss(self, subject: Subject, request: AccessRequest) -> Reason:
-        """Why this allow rule did not match: its first failing criterion."""
-        failing = self.first_failing(subject, request)
-        if failing is None:  # pragma: no cover - only called on rules that did not match
-            return self.matched
-        reason = self._misses.get(id(failing))
-        if reason is None:
-            message = self.reason or f"rule {self.name!r} requires {failing.describe()}"
-            reason = Reason(failing.code, message, self.name, self.public)
-            self._misses[id(failing)] = reason
-        return reason
+    def miss(self, check: Criterion, subject: Subject, request: AccessRequest) -> Reason:
+        """Why this allow rule did not match, ``check`` being the check that failed."""
+        return self.misses[id(check.failing(subject, request))]
 
 
 def _all_checks(partner: Partner | None, checks: tuple[Criterion, ...]) -> tuple[Criterion, ...]:
@@ -93,3 +105,12 @@ def _all_checks(partner: Partner | None, checks: tuple[Criterion, ...]) -> tuple
     if partner is not None:
         return (partner, *real)
     return real or checks
+
+
+def _nodes(criterion: Criterion) -> Iterator[Criterion]:
+    yield criterion
+    if isinstance(criterion, All | Any):
+        for child in criterion.children:
+            yield from _nodes(child)
+    elif isinstance(criterion, Not):
+        yield from _nodes(criterion.child)
