@@ -36,7 +36,7 @@ from federation.proxy.headers import (
     response_headers,
     upstream_request_headers,
 )
-from federation.proxy.routing import AmbiguousPath, Match, Router, is_hub_path
+from federation.proxy.routing import AmbiguousPath, Match, Router, is_edge_path, is_hub_path
 from federation.web import errors
 from policies.paths import to_upstream
 
@@ -118,6 +118,10 @@ class Proxy:
         host = _header(scope, b"host").lower()
         on_hub_host = host == self.hub_host
         if on_hub_host and is_hub_path(scope["path"]):
+            return None
+        if is_edge_path(scope["path"]) and _peer(scope) in self.trusted:
+            # An edge's authorization call (Envoy ext_authz keeps the app's Host): it is
+            # for the forward-auth endpoint, whatever the host — only from trusted edges.
             return None
         found = self.router.match(host, _raw_path(scope))
         if found is None or (on_hub_host and is_hub_path(found.path)):
@@ -437,3 +441,8 @@ def _cookie(headers: list[tuple[str, str]], name: str) -> str | None:
             if key == name:
                 return found
     return None
+
+
+def _peer(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None

@@ -24,6 +24,7 @@ __all__ = [
     "Router",
     "Upstream",
     "app_origins",
+    "is_edge_path",
     "is_hub_path",
 ]
 
@@ -38,7 +39,16 @@ HUB_PATHS = (
     "/static",
     "/healthz",
     "/.well-known",
+    "/forward-auth",
 )
+
+
+# The forward-auth endpoint: the hub's on every host, for calls from trusted edges.
+EDGE_PATHS = ("/forward-auth",)
+
+
+def is_edge_path(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in EDGE_PATHS)
 
 
 def is_hub_path(path: str) -> bool:

@@ -97,6 +97,18 @@ async def test_envoy_path_prefix_and_original_method(
     ]
 
 
+async def test_envoy_original_host(
+    edge: httpx.AsyncClient, cookies: dict[str, str], audit_log: list[dict[str, Any]]
+) -> None:
+    """Envoy's check request keeps the app's own Host: it still reaches the forward-auth
+    endpoint (from a trusted edge), not the proxy for that app."""
+    allowed = await envoy(edge, "/orders/1", cookies["acme"], Host=ORDERS_HOST)
+    denied = await envoy(edge, "/admin/x", cookies["acme"], Host=ORDERS_HOST)
+    assert (allowed.status_code, denied.status_code) == (200, 403)
+    made = [(e["app"], e["decision"], e["path"]) for e in decisions(audit_log)]
+    assert made == [("orders", "allow", "/orders/1"), ("orders", "deny", "/admin/x")]
+
+
 async def test_envoy_original_path_header_wins(
     edge: httpx.AsyncClient, cookies: dict[str, str]
 ) -> None:
