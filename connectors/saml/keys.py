@@ -78,21 +78,31 @@ class SpKeyPair:
         return base64.b64encode(der).decode()
 
 
-def generate_key_pair(common_name: str, directory: Path) -> SpKeyPair:
-    """RSA-2048 and a self-signed certificate, written 0600 into ``directory``."""
+def self_signed(
+    common_name: str, *, not_before: dt.datetime, not_after: dt.datetime
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """An RSA-2048 key and a self-signed certificate for it (SAML keys are not chained)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
-    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + GENERATED_VALIDITY)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def generate_key_pair(common_name: str, directory: Path) -> SpKeyPair:
+    """RSA-2048 and a self-signed certificate, written 0600 into ``directory``."""
+    now = dt.datetime.now(dt.UTC)
+    key, cert = self_signed(
+        common_name, not_before=now - dt.timedelta(minutes=5), not_after=now + GENERATED_VALIDITY
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -79,8 +79,9 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.x509.oid import NameOID
 from lxml import etree
+
+from connectors.saml.keys import self_signed
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -216,18 +217,11 @@ class SamlKeyPair:
     ) -> SamlKeyPair:
         if directory is None:
             directory = _shared_tempdir()
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = dt.datetime.fromtimestamp(clock(), dt.UTC)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=valid_days))
-            .sign(key, hashes.SHA256())
+        key, cert = self_signed(
+            common_name,
+            not_before=now - dt.timedelta(days=1),
+            not_after=now + dt.timedelta(days=valid_days),
         )
         stem = secrets.token_hex(6)
         key_path = directory / f"{stem}.key.pem"

@@ -99,8 +99,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
+from connectors.saml.keys import self_signed
 from tests.peers.common import free_port, missing
 
 PEER_DIR = Path(__file__).resolve().parent / "simplesamlphp"
@@ -141,18 +141,11 @@ DEFAULT_USERS: list[dict[str, Any]] = [
 
 def self_signed_cert(common_name: str, *, days: int = 3650) -> tuple[str, str]:
     """A fresh RSA-2048 key and self-signed certificate, as (key PEM, cert PEM)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .sign(key, hashes.SHA256())
+    key, cert = self_signed(
+        common_name,
+        not_before=now - datetime.timedelta(minutes=5),
+        not_after=now + datetime.timedelta(days=days),
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
