@@ -1,18 +1,31 @@
-"""Proxied requests per second with a valid session, beside nginx serving the same upstream.
+"""Proxied requests and forward-auth decisions per second with a valid session, beside
+nginx serving the same upstream, in one run.
 
     python -m bench.proxy [--duration 10] [--connections 32] [--threads 2]
 
-In one run, on 127.0.0.1:
+On 127.0.0.1:
 
-1. Debian's nginx is started with a generated config (in a temp dir) serving a 13-byte
-   static file: that nginx is the upstream *and* the baseline ("nginx alone").
+1. Debian's nginx is started with a generated config (in a temp dir, one worker) serving
+   a 13-byte static file: that nginx is the upstream *and* the baseline ("nginx alone").
+   The same nginx has a second server, the edge: ``auth_request`` to the hub's
+   ``/forward-auth`` (keep-alive), identity headers and assertion copied, then
+   ``proxy_pass`` to the static file (keep-alive).
 2. The hub is started in its own process (``python -m bench.proxy --serve-hub``: uvicorn
    with uvloop and httptools, one worker, access log off, audit lines not printed) with
-   one app, ``orders``, routed by host to that nginx, its policy allowing partner acme;
-   it opens a session for a mock user before serving and prints the cookie.
-3. ``wrk`` (``apt-get install wrk``) drives nginx directly, then the hub's proxy with the
-   session cookie (every request: session read, policy decision, audit event, identity
-   headers and assertion JWT, aiohttp to nginx, streamed back). A short warm-up first.
+   one app, ``orders``, routed by host to that nginx, its policy allowing partner acme,
+   and ``trusted_proxies = 127.0.0.1/32`` (the edge, and wrk standing in for it); it opens
+   a session for a mock user before serving and prints the cookie.
+3. ``wrk`` (``apt-get install wrk``) drives, each after a short warm-up:
+
+   * nginx alone (the static file);
+   * the hub's proxy with the session cookie (every request: session read, policy
+     decision, audit event, identity headers and assertion JWT, aiohttp to nginx,
+     streamed back);
+   * the hub's ``/forward-auth`` as nginx calls it (``X-Original-Method``,
+     ``X-Original-URI``, the app's ``Host``, the session cookie, from a trusted address):
+     decisions/s — session read, policy decision, audit event, identity headers and
+     assertion in a 200;
+   * the full edge path: nginx ``auth_request`` → hub → nginx static upstream.
 
 Bounded: each measurement lasts ``--duration`` seconds; everything is stopped at the end.
 Without wrk the bench says so and stops (a Python load generator would measure itself).
@@ -49,6 +62,8 @@ def hub_settings(port: int, upstream: str) -> Any:
         issuer=f"http://127.0.0.1:{port}",
         allow_insecure_http=True,
         allow_mock_connections=True,
+        # wrk (and the auth_request nginx) call from 127.0.0.1: the edge forward-auth trusts.
+        trusted_proxies=["127.0.0.1/32"],
         partners=[
             {
                 "id": "acme",
@@ -129,19 +144,52 @@ http {{
         root {tmp}/www;
         location / {{ default_type text/plain; }}
     }}
+    # The edge: every request asks the hub first (flow 3), then goes to the static file.
+    upstream isthmus_hub {{ server 127.0.0.1:{hub_port}; keepalive 64; }}
+    upstream static_app {{ server 127.0.0.1:{port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{edge_port};
+        location = /_isthmus_auth {{
+            internal;
+            proxy_pass http://isthmus_hub/forward-auth;
+            proxy_http_version 1.1;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+        location / {{
+            auth_request /_isthmus_auth;
+            auth_request_set $isthmus_user $upstream_http_x_isthmus_user;
+            auth_request_set $isthmus_email $upstream_http_x_isthmus_email;
+            auth_request_set $isthmus_assertion $upstream_http_x_isthmus_assertion;
+            proxy_set_header X-Isthmus-User $isthmus_user;
+            proxy_set_header X-Isthmus-Email $isthmus_email;
+            proxy_set_header X-Isthmus-Assertion $isthmus_assertion;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://static_app;
+        }}
+    }}
 }}
 """
 
 
 @contextmanager
-def nginx(port: int) -> Iterator[None]:
+def nginx(port: int, edge_port: int, hub_port: int) -> Iterator[None]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
         Path(tmp).chmod(0o755)  # nginx's workers (not root) read the file
         (Path(tmp) / "www").mkdir(mode=0o755)
         (Path(tmp) / "www" / "hello").write_text("hello, proxy\n")
         conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        conf.write_text(
+            NGINX_CONF.format(tmp=tmp, port=port, edge_port=edge_port, hub_port=hub_port)
+        )
         proc = subprocess.Popen([binary, "-c", str(conf), "-p", tmp], stderr=subprocess.DEVNULL)
         try:
             wait_port(port)
@@ -195,8 +243,9 @@ def wrk(
         [*command, url], capture_output=True, text=True, check=True, timeout=duration + 30
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    # The latency distribution's lines (not the "+/- Stdev" column above them).
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": rps,
@@ -220,48 +269,58 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
-    nginx_port, hub_port = free_port(), free_port()
+    nginx_port, edge_port, hub_port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{nginx_port}"
-    with nginx(nginx_port), hub(hub_port, upstream) as cookie:
-        proxied_headers = {
-            "Host": f"orders.localhost:{hub_port}",
-            "Cookie": f"isthmus_session={cookie}",
+    hub_url = f"http://127.0.0.1:{hub_port}"
+    with nginx(nginx_port, edge_port, hub_port), hub(hub_port, upstream) as cookie:
+        session = f"isthmus_session={cookie}"
+        targets = {
+            "nginx alone (static file)": (f"{upstream}/hello", {}),
+            "hub proxy -> nginx": (
+                f"{hub_url}/hello",
+                {"Host": f"orders.localhost:{hub_port}", "Cookie": session},
+            ),
+            "hub /forward-auth (200)": (
+                f"{hub_url}/forward-auth",
+                {
+                    "Host": "orders.localhost",
+                    "X-Original-Method": "GET",
+                    "X-Original-URI": "/hello",
+                    "Cookie": session,
+                },
+            ),
+            "nginx auth_request edge": (
+                f"http://127.0.0.1:{edge_port}/hello",
+                {"Host": "orders.localhost", "Cookie": session},
+            ),
         }
-        check = (
-            subprocess.run(
-                [
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "-H",
-                    f"Host: {proxied_headers['Host']}",
-                    "-H",
-                    f"Cookie: {proxied_headers['Cookie']}",
-                    f"http://127.0.0.1:{hub_port}/hello",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
-            if shutil.which("curl")
-            else "200"
-        )
-        if check != "200":
-            sys.exit(f"proxied request answered {check}, not 200")
-        wrk(f"{upstream}/hello", {}, args, 2)  # warm-up
-        direct = wrk(f"{upstream}/hello", {}, args, args.duration)
-        wrk(f"http://127.0.0.1:{hub_port}/hello", proxied_headers, args, 2)
-        proxied = wrk(f"http://127.0.0.1:{hub_port}/hello", proxied_headers, args, args.duration)
+        for name, (url, headers) in targets.items():
+            status = answer_status(url, headers)
+            if status != "200":
+                sys.exit(f"{name}: {url} answered {status}, not 200")
+        results = {}
+        for name, (url, headers) in targets.items():
+            wrk(url, headers, args, 2)  # warm-up
+            results[name] = wrk(url, headers, args, args.duration)
     cpus = os.cpu_count()
     print(f"machine: {cpus} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.duration}s")
     print(f"{'target':<28} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
-    for name, result in (("nginx alone (static file)", direct), ("hub proxy -> nginx", proxied)):
+    for name, result in results.items():
         rps, p50, p99, bad = result["rps"], result["p50"], result["p99"], result["non_2xx"]
         print(f"{name:<28} {rps:>10.0f} {p50:>9} {p99:>9} {bad:>8}")
-    print(f"ratio proxy / nginx alone: {proxied['rps'] / direct['rps']:.3f}")
+    direct = results["nginx alone (static file)"]["rps"]
+    for name in ("hub proxy -> nginx", "hub /forward-auth (200)", "nginx auth_request edge"):
+        print(f"ratio {name} / nginx alone: {results[name]['rps'] / direct:.3f}")
+
+
+def answer_status(url: str, headers: dict[str, str]) -> str:
+    """The HTTP status of one GET (curl; "200" assumed without curl)."""
+    if shutil.which("curl") is None:
+        return "200"
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    return subprocess.run([*command, url], capture_output=True, text=True, check=False).stdout
 
 
 if __name__ == "__main__":

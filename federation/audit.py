@@ -14,6 +14,7 @@ from typing import Any
 
 AuditSink = Callable[[dict[str, Any]], None]
 _log = logging.getLogger("isthmus.audit")
+_encode = json.JSONEncoder(default=str, sort_keys=True).encode
 
 
 class Audit:
@@ -22,8 +23,13 @@ class Audit:
 
     def emit(self, event: str, *, outcome: str = "success", **fields: Any) -> dict[str, Any]:
         record = {"ts": round(time.time(), 3), "event": event, "outcome": outcome}
-        record.update({k: v for k, v in fields.items() if v is not None})
-        _log.info(json.dumps(record, default=str, sort_keys=True))
+        for key, value in fields.items():
+            if value is not None:
+                record[key] = value
+        # The JSON line is built once, and only when the logger would write it (the event
+        # still reaches every sink and the caller either way).
+        if _log.isEnabledFor(logging.INFO):
+            _log.info(_encode(record))
         for sink in self.sinks:
             sink(record)
         return record

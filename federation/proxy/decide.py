@@ -19,6 +19,7 @@ from typing import Any
 
 import policies
 from federation.hub import Hub
+from federation.proxy.headers import hub_subject
 from federation.registry import Partner
 from federation.sessions import Session
 from federation.settings import AppSettings, PartnerStatus
@@ -161,7 +162,7 @@ class Decider:
                 partner=identity.partner_id,
                 connection=identity.connection_id,
                 subject=identity.subject,
-                hub_subject=identity.hub_subject,
+                hub_subject=hub_subject(identity),
                 email=identity.email,
             )
         outcome = "success" if verdict.allowed else "failure"

@@ -37,6 +37,7 @@ from federation.proxy.headers import (
     upstream_request_headers,
 )
 from federation.proxy.routing import AmbiguousPath, Match, Router, is_edge_path, is_hub_path
+from federation.settings import AppSettings
 from federation.web import errors
 from policies.paths import to_upstream
 
@@ -85,6 +86,7 @@ class Proxy:
         self.hub_host = urlsplit(hub.issuer).netloc.lower()
         self.cookie_name = hub.settings.session.cookie_name
         self._client: aiohttp.ClientSession | None = None
+        self._timeouts: dict[str, tuple[AppSettings, aiohttp.ClientTimeout]] = {}
 
     async def start(self) -> None:
         if self._client is None and self.router:
@@ -106,6 +108,18 @@ class Proxy:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    def timeout(self, app: AppSettings) -> aiohttp.ClientTimeout:
+        """The app's upstream timeouts (one immutable object per app, not per request)."""
+        found = self._timeouts.get(app.id)
+        if found is None or found[0] is not app:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=app.connect_timeout_seconds,
+                sock_read=app.read_timeout_seconds,
+            )
+            found = self._timeouts[app.id] = (app, timeout)
+        return found[1]
 
     async def client(self) -> aiohttp.ClientSession:
         if self._client is None:  # served without a lifespan (in-process test transports)
@@ -238,11 +252,7 @@ class Exchange:
 
     async def _forward(self, url: URL, headers: list[tuple[str, str]]) -> None:
         app = self.match.app
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=app.connect_timeout_seconds,
-            sock_read=app.read_timeout_seconds,
-        )
+        timeout = self.proxy.timeout(app)
         client = await self.proxy.client()
         started = False
         try:
@@ -263,10 +273,16 @@ class Exchange:
                     }
                 )
                 started = True
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                content = upstream.content
+                async for chunk in content.iter_chunked(_CHUNK):
+                    # Each chunk goes on as it comes; the last one, when the body is
+                    # already complete, closes the response (no extra empty message).
+                    done = content.at_eof()
                     await self.send(
-                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                        {"type": "http.response.body", "body": chunk, "more_body": not done}
                     )
+                    if done:
+                        return
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             if started:

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +33,7 @@ __all__ = [
     "AssertionIssuer",
     "Forwarded",
     "TrustedProxies",
+    "hub_subject",
     "identity_header_names",
     "identity_header_values",
     "response_headers",
@@ -67,17 +69,29 @@ Headers = list[tuple[str, str]]
 class TrustedProxies:
     """The peers whose ``X-Forwarded-*`` the hub believes (``settings.trusted_proxies``)."""
 
+    # Answers are remembered per address string (a pure function of it), bounded.
+    _MEMO_SIZE = 4096
+
     def __init__(self, cidrs: Iterable[str]) -> None:
         self._networks = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+        self._memo: dict[str, bool] = {}
 
     def __contains__(self, peer: object) -> bool:
         if not self._networks or not isinstance(peer, str):
             return False
+        known = self._memo.get(peer)
+        if known is not None:
+            return known
         try:
             address = ipaddress.ip_address(peer)
         except ValueError:
-            return False
-        return any(address in network for network in self._networks)
+            found = False
+        else:
+            found = any(address in network for network in self._networks)
+        if len(self._memo) >= self._MEMO_SIZE:
+            self._memo.clear()
+        self._memo[peer] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,17 @@ class Forwarded:
         )
 
 
+@lru_cache(maxsize=16384)
+def _hub_subject(key: tuple[str, str, str, str]) -> str:
+    return FederatedIdentity(*key).hub_subject
+
+
+def hub_subject(identity: FederatedIdentity) -> str:
+    """``identity.hub_subject`` (a SHA-256 and a base32 of the identity's key), remembered
+    per key: it is a pure function of the key, and every proxied request needs it."""
+    return _hub_subject(identity.key)
+
+
 def identity_header_names(app: AppSettings) -> frozenset[str]:
     names = {name.lower() for name in app.identity_headers}
     if app.assertion_header:
@@ -135,14 +160,10 @@ def upstream_request_headers(
 ) -> Headers:
     """The client's headers, cleaned: hop-by-hop, identity, forwarding and (unless
     ``preserve_host``) Host removed; the hub's session cookie taken out of Cookie."""
-    dropped = set(HOP_BY_HOP | _FORWARDED | identity_header_names(app))
-    dropped.add("x-request-id")
-    if not app.preserve_host:
-        dropped.add("host")
-    if websocket:
-        dropped |= WEBSOCKET_HANDSHAKE | {"sec-websocket-protocol"}
+    dropped: frozenset[str] | set[str] = _always_dropped(app, websocket)
     for name, value in headers:
         if name.lower() == "connection":
+            dropped = set(dropped)
             dropped.update(token.strip().lower() for token in value.split(","))
     kept: Headers = []
     for name, value in headers:
@@ -160,14 +181,41 @@ def upstream_request_headers(
     return kept
 
 
+# The per-app part of the request headers dropped, by (id of the app settings, websocket):
+# the settings object is kept beside the set so that a reused id() never matches.
+_DROPPED: dict[tuple[int, bool], tuple[AppSettings, frozenset[str]]] = {}
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+def _always_dropped(app: AppSettings, websocket: bool) -> frozenset[str]:
+    """Hop-by-hop, forwarding, the app's identity headers, X-Request-ID, Host (unless
+    ``preserve_host``) and, for WebSockets, the handshake: computed once per app."""
+    key = (id(app), websocket)
+    cached = _DROPPED.get(key)
+    if cached is not None and cached[0] is app:
+        return cached[1]
+    dropped = set(HOP_BY_HOP | _FORWARDED | identity_header_names(app))
+    dropped.add("x-request-id")
+    if not app.preserve_host:
+        dropped.add("host")
+    if websocket:
+        dropped |= WEBSOCKET_HANDSHAKE | {"sec-websocket-protocol"}
+    frozen = frozenset(dropped)
+    if len(_DROPPED) >= 1024:
+        _DROPPED.clear()
+    _DROPPED[key] = (app, frozen)
+    return frozen
+
+
 def response_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The app's response headers less hop-by-hop ones (and those Connection names)."""
     pairs = list(headers)
-    dropped = set(HOP_BY_HOP)
+    dropped: frozenset[bytes] | set[bytes] = _HOP_BY_HOP_BYTES
     for name, value in pairs:
         if name.lower() == b"connection":
-            dropped.update(t.strip().lower() for t in value.decode("latin-1").split(","))
-    return [(n, v) for n, v in pairs if n.decode("latin-1").lower() not in dropped]
+            dropped = set(dropped)
+            dropped.update(t.strip().lower() for t in value.split(b","))
+    return [(n, v) for n, v in pairs if n.lower() not in dropped]
 
 
 def identity_header_values(
@@ -187,7 +235,7 @@ def identity_header_values(
 def _identity_field(identity: FederatedIdentity, partner: Partner, name: str) -> str | None:
     match name:
         case "subject":
-            return identity.hub_subject
+            return hub_subject(identity)
         case "partner_id":
             return identity.partner_id
         case "partner_kind":
@@ -250,7 +298,7 @@ class AssertionIssuer:
         claims: dict[str, Any] = {
             "iss": self._issuer,
             "aud": app.id,
-            "sub": identity.hub_subject,
+            "sub": hub_subject(identity),
             "iat": now,
             "nbf": now,
             "exp": now + self._ttl,
