@@ -15,6 +15,7 @@ from connectors.base import CallbackConnector, ClosableConnector
 from connectors.registry import ConnectorContext, ConnectorRegistry, default_registry
 from federation.audit import Audit
 from federation.keys import KeyManager
+from federation.oidc.backchannel import BackchannelSender
 from federation.registry import Partner, Registry, StaticRegistry
 from federation.sessions import SessionManager
 from federation.settings import Settings
@@ -33,6 +34,13 @@ class Hub:
     audit: Audit
     clock: Callable[[], float] = time.time
     _connectors: dict[str, tuple[Partner, CallbackConnector]] = field(default_factory=dict)
+    # OIDC back-channel logout: told (in the background) whenever sessions end.
+    backchannel: BackchannelSender = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.backchannel = BackchannelSender(
+            self.issuer, self.registry, self.store, self.keys, self.audit, clock=self.clock
+        )
 
     @property
     def issuer(self) -> str:
@@ -40,7 +48,12 @@ class Hub:
 
     @property
     def sessions(self) -> SessionManager:
-        return SessionManager(self.store, self.settings.session.ttl_seconds, self.clock)
+        return SessionManager(
+            self.store,
+            self.settings.session.ttl_seconds,
+            self.clock,
+            on_end=self.backchannel.sessions_ended,
+        )
 
     def connector(self, connection_id: str) -> tuple[Partner, CallbackConnector] | None:
         """The connector of a connection, built once per connection and reused."""
@@ -58,7 +71,9 @@ class Hub:
         return found
 
     async def aclose(self) -> None:
-        """Release what the hub holds: connectors' HTTP pools, then the store."""
+        """Release what the hub holds: back-channel deliveries under way and their HTTP
+        pool, connectors' HTTP pools, then the store."""
+        await self.backchannel.aclose()
         for _, connector in self._connectors.values():
             if isinstance(connector, ClosableConnector):
                 await connector.aclose()

@@ -3,6 +3,8 @@
 The store key is a hash of the id, so a store dump holds no usable cookie. Each session
 is indexed under its partner so that suspending a partner can end all of them at once.
 Ending a session deletes it from the shared store: every replica refuses it at once.
+Whoever must hear of it (OIDC back-channel logout) is told through ``on_end``, a plain
+callback that schedules its own work: ending a session never waits for it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from federation.identity import FederatedIdentity
@@ -30,15 +32,33 @@ class Session:
         return _sid_of(digest(self.id))
 
 
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """What is known of a session once it has ended: its public ``sid`` and identity."""
+
+    sid: str
+    identity: FederatedIdentity
+
+
+SessionEndHook = Callable[[Sequence[EndedSession]], None]
+
+
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
 class SessionManager:
-    def __init__(self, store: Store, ttl: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ttl: int,
+        clock: Callable[[], float] = time.time,
+        on_end: SessionEndHook | None = None,
+    ) -> None:
         self._store = store
         self._ttl = ttl
         self._clock = clock
+        self._on_end = on_end
 
     async def create(self, identity: FederatedIdentity) -> Session:
         now = int(self._clock())
@@ -88,6 +108,7 @@ class SessionManager:
             await self._store.set_remove(
                 _partner_index(session.identity.partner_id), digest(session_id)
             )
+            self._ended([EndedSession(session.sid, session.identity)])
         return session
 
     async def end_partner(self, partner_id: str) -> int:
@@ -99,12 +120,21 @@ class SessionManager:
         return await self._end_indexed(_subject_index(connection_id, subject))
 
     async def _end_indexed(self, index: str) -> int:
-        ended = 0
+        ended: list[EndedSession] = []
         for hashed in await self._store.set_members(index):
-            ended += await self._store.delete(f"session:{hashed}")
+            # take, not delete: the record names who is signed out (for logout tokens).
+            record = await self._store.take(f"session:{hashed}")
             await self._store.delete(_sid_key(_sid_of(hashed)))
+            if record is not None:
+                identity = FederatedIdentity.from_dict(record["identity"])
+                ended.append(EndedSession(_sid_of(hashed), identity))
         await self._store.delete(index)
-        return ended
+        self._ended(ended)
+        return len(ended)
+
+    def _ended(self, ended: Sequence[EndedSession]) -> None:
+        if ended and self._on_end is not None:
+            self._on_end(ended)
 
 
 async def identity_for_sid(store: Store, sid: str, now: float) -> FederatedIdentity | None:

@@ -298,6 +298,10 @@ class ClientSettings(Strict):
     )
     redirect_uris: tuple[str, ...] = Field(min_length=1)
     post_logout_redirect_uris: tuple[str, ...] = ()
+    # OIDC Back-Channel Logout 1.0: where the hub POSTs a logout token when a session in
+    # which this client received tokens ends; the tokens always carry ``sid``.
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
     scopes: tuple[str, ...] = ("openid", "email", "profile", "groups", "offline_access")
     grant_types: tuple[Literal["authorization_code", "refresh_token"], ...] = (
         "authorization_code",
@@ -657,6 +661,13 @@ def _client_problems(settings: Settings) -> Iterator[tuple[str, str]]:
         for j, uri in enumerate(client.post_logout_redirect_uris):
             yield from _url_problems(
                 f"{where}.post_logout_redirect_uris.{j}", uri, settings, allow_path=True
+            )
+        if client.backchannel_logout_uri is not None:
+            yield from _url_problems(
+                f"{where}.backchannel_logout_uri",
+                client.backchannel_logout_uri,
+                settings,
+                allow_path=True,
             )
 
 

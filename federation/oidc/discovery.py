@@ -1,7 +1,8 @@
 """OpenID Connect Discovery 1.0 — the provider metadata at /.well-known/openid-configuration.
 
 Only what the provider does is advertised: code flow with PKCE (S256), query response
-mode, RFC 9207 ``iss`` in authorization responses, no request objects.
+mode, RFC 9207 ``iss`` in authorization responses, no request objects, back-channel
+logout with ``sid``.
 """
 
 from __future__ import annotations
@@ -57,5 +58,7 @@ def metadata(issuer: str, signing_alg: str) -> dict[str, Any]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        # OIDC Back-Channel Logout 1.0: logout tokens always carry sid (and sub).
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
     }

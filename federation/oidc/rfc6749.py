@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from federation.errors import (
     UnauthorizedClient,
     UnsupportedResponseType,
 )
-from federation.oidc import core, rfc7636, rfc9068
+from federation.oidc import backchannel, core, rfc7636, rfc9068
 from federation.oidc.context import ProviderContext
 from federation.oidc.grants import (
     Grant,
@@ -45,7 +45,7 @@ from federation.oidc.grants import (
 )
 from federation.sessions import Session
 from federation.settings import ClientSettings
-from federation.stores.base import Put
+from federation.stores.base import Put, SetAdd
 
 MAX_PARAM = 2048
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
@@ -227,6 +227,9 @@ async def issue_code(ctx: ProviderContext, request: AuthorizationRequest, sessio
             "redirect_uri": request.redirect_uri,
             "code_challenge": request.code_challenge,
             "nonce": request.nonce,
+            # how long the session can live: the sid → clients record for back-channel
+            # logout (written with the tokens) lasts exactly that long
+            "session_expires_at": session.expires_at,
         },
         ctx.tokens.code_ttl,
     )
@@ -254,7 +257,15 @@ async def exchange_code(
         raise InvalidGrant("redirect_uri differs from the authorization request's")
     rfc7636.verify(form.get("code_verifier"), record.get("code_challenge"))
     await ensure_still_allowed(ctx, grant)
-    return await issue_tokens(ctx, client, grant, family, nonce=record.get("nonce"))
+    session_left = int(record.get("session_expires_at") or 0) - ctx.now()
+    return await issue_tokens(
+        ctx,
+        client,
+        grant,
+        family,
+        nonce=record.get("nonce"),
+        adds=backchannel.record_client(client, grant.sid, session_left),
+    )
 
 
 async def ensure_still_allowed(ctx: ProviderContext, grant: Grant) -> None:
@@ -272,8 +283,12 @@ async def issue_tokens(
     *,
     nonce: str | None = None,
     refresh_grant: Grant | None = None,
+    adds: Sequence[SetAdd] = (),
 ) -> dict[str, Any]:
-    """The token response (§5.1): access token, ID token, and a refresh token if allowed."""
+    """The token response (§5.1): access token, ID token, and a refresh token if allowed.
+
+    ``adds`` are set additions written in the same round trip (the client filed under
+    its session for back-channel logout)."""
     access = rfc9068.issue(ctx, grant)
     response: dict[str, Any] = {
         "access_token": access.token,
@@ -285,5 +300,5 @@ async def issue_tokens(
     puts: list[Put] = []
     if "refresh_token" in client.grant_types:
         response["refresh_token"], puts = refresh_token_writes(ctx, family, refresh_grant or grant)
-    await ctx.store.write_many(puts=puts, adds=[access_token_index(ctx, family, access.jti)])
+    await ctx.store.write_many(puts=puts, adds=[access_token_index(ctx, family, access.jti), *adds])
     return response

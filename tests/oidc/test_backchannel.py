@@ -1,0 +1,472 @@
+"""OIDC Back-Channel Logout 1.0, hub side: when a hub session ends (sign-out, RP-initiated
+logout, SAML IdP-initiated logout, partner suspension) every client that registered a
+back-channel URI and got tokens in that session receives a logout token, verified here
+the way a relying party would (pyjwt, keys from /oauth2/jwks). Receivers run in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import jwt
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from federation.oidc.backchannel import EVENT, BackchannelSender
+from federation.settings import ClientSettings, SamlConnectionSettings, Settings
+from federation.web.app import create_app
+from tests.fakes.saml_idp import FakeSamlIdP, SamlUser
+from tests.oidc.support import (
+    APP_CB,
+    ISSUER,
+    SECRET,
+    Browser,
+    Env,
+    basic,
+    confidential_tokens,
+    make_env,
+    make_settings,
+    pkce_pair,
+    token_request,
+    validate_id_token,
+)
+
+ORDERS_BC = "https://orders.app.test/backchannel-logout"
+REPORTS_CB = "https://reports.app.test/callback"
+REPORTS_BC = "https://reports.app.test/backchannel-logout"
+SPA_BC = "http://127.0.0.1:5173/backchannel-logout"
+SPA_CB = "http://127.0.0.1:5173/cb"
+TIMEOUT = 0.5  # the sender's per-delivery bound in these tests
+
+
+@dataclass
+class Receiver:
+    """Every back-channel URI of the test clients, in one in-process app."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    # URL → behaviour: "ok" (200), "error" (503), "hang" (never answers in time)
+    behaviour: dict[str, str] = field(default_factory=dict)
+
+    def app(self) -> Starlette:
+        async def logout(request: Request) -> Response:
+            form = await request.form()
+            self.received.append(
+                {
+                    "url": str(request.url),
+                    "content_type": request.headers.get("content-type", ""),
+                    "form": {k: v for k, v in form.items() if isinstance(v, str)},
+                }
+            )
+            mode = self.behaviour.get(str(request.url), "ok")
+            if mode == "hang":
+                await asyncio.sleep(30)
+            return Response(status_code=503 if mode == "error" else 200)
+
+        return Starlette(routes=[Route("/{path:path}", logout, methods=["POST"])])
+
+    def tokens_for(self, url: str) -> list[str]:
+        return [r["form"]["logout_token"] for r in self.received if r["url"] == url]
+
+
+def backchannel_settings(**saml: Any) -> Settings:
+    base = make_settings()
+    clients = [
+        c.model_copy(update={"backchannel_logout_uri": ORDERS_BC}) if c.client_id == "orders" else c
+        for c in base.clients
+        if c.client_id != "spa"
+    ]
+    clients += [
+        ClientSettings(
+            client_id="reports",
+            client_secret=SECRET,
+            redirect_uris=(REPORTS_CB,),
+            backchannel_logout_uri=REPORTS_BC,
+            backchannel_logout_session_required=True,
+        ),
+        ClientSettings(
+            client_id="spa",
+            token_endpoint_auth_method="none",
+            redirect_uris=(SPA_CB,),
+            backchannel_logout_uri=SPA_BC,
+        ),
+    ]
+    partners = base.partners
+    if saml:
+        acme = partners[0]
+        extra = SamlConnectionSettings(type="saml", id="acme-saml", **saml)
+        acme = acme.model_copy(update={"connections": (*acme.connections, extra)})
+        partners = (acme,)
+    return base.model_copy(update={"clients": tuple(clients), "partners": partners})
+
+
+@pytest.fixture
+async def receiver() -> Receiver:
+    return Receiver()
+
+
+@pytest.fixture
+async def env(receiver: Receiver) -> AsyncIterator[Env]:
+    made = make_env(backchannel_settings())
+    _mount(made, receiver)
+    async with made.http:
+        yield made
+    await made.hub.aclose()
+
+
+def _mount(env: Env, receiver: Receiver) -> None:
+    hub = env.hub
+    hub.backchannel = BackchannelSender(
+        hub.issuer,
+        hub.registry,
+        hub.store,
+        hub.keys,
+        hub.audit,
+        clock=hub.clock,
+        timeout=TIMEOUT,
+        transport=httpx.ASGITransport(app=receiver.app()),
+    )
+
+
+async def hub_logout(env: Env) -> httpx.Response:
+    await env.http.get("/logout")
+    response = await env.http.post("/logout", data={"csrf": env.http.cookies["isthmus_csrf"]})
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def verify_logout_token(http: httpx.AsyncClient, token: str, audience: str) -> dict[str, Any]:
+    """A relying party's checks (Back-Channel Logout 1.0 §2.6), keys from /oauth2/jwks."""
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "logout+jwt"
+    jwks = (await http.get("/oauth2/jwks")).json()
+    jwk = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=[jwk["alg"]],
+        audience=audience,
+        issuer=ISSUER,
+        options={"require": ["iss", "aud", "iat", "exp", "jti", "events"]},
+    )
+    assert claims["events"] == {EVENT: {}}
+    assert "nonce" not in claims
+    assert claims["exp"] - claims["iat"] <= 300
+    return claims
+
+
+async def reports_tokens(browser: Browser) -> dict[str, Any]:
+    code = await browser.code("reports", REPORTS_CB)
+    response = await token_request(
+        browser.http,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": REPORTS_CB},
+        basic("reports"),
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def backchannel_events(env: Env) -> list[dict[str, Any]]:
+    return [e for e in env.events if e["event"] == "oidc.backchannel_logout"]
+
+
+# --- the hub's sign-out -------------------------------------------------------------------
+
+
+async def test_discovery_advertises_backchannel_logout(env: Env) -> None:
+    meta = (await env.http.get("/.well-known/openid-configuration")).json()
+    assert meta["backchannel_logout_supported"] is True
+    assert meta["backchannel_logout_session_supported"] is True
+
+
+async def test_logout_sends_a_valid_logout_token(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    tokens = await confidential_tokens(browser)
+    id_claims = await validate_id_token(env.http, tokens["id_token"], "orders")
+
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+
+    (sent,) = receiver.received
+    assert sent["url"] == ORDERS_BC
+    assert sent["content_type"].startswith("application/x-www-form-urlencoded")
+    claims = await verify_logout_token(env.http, sent["form"]["logout_token"], "orders")
+    assert claims["sid"] == id_claims["sid"]
+    assert claims["sub"] == id_claims["sub"]
+    (event,) = backchannel_events(env)
+    assert event["outcome"] == "success" and event["client"] == "orders"
+    assert event["sid"] == id_claims["sid"] and event["status"] == 200
+
+
+async def test_every_client_with_tokens_in_the_session_is_told(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    orders = await confidential_tokens(browser)
+    reports = await reports_tokens(browser)  # same browser, same hub session
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+
+    assert {r["url"] for r in receiver.received} == {ORDERS_BC, REPORTS_BC}
+    sid = jwt.decode(orders["id_token"], options={"verify_signature": False})["sid"]
+    for url, audience, issued in ((ORDERS_BC, "orders", orders), (REPORTS_BC, "reports", reports)):
+        (token,) = receiver.tokens_for(url)
+        claims = await verify_logout_token(env.http, token, audience)
+        assert claims["sid"] == sid
+        assert jwt.decode(issued["id_token"], options={"verify_signature": False})["sid"] == sid
+    jtis = {jwt.decode(t, options={"verify_signature": False})["jti"] for t in _all(receiver)}
+    assert len(jtis) == 2
+
+
+def _all(receiver: Receiver) -> list[str]:
+    return [r["form"]["logout_token"] for r in receiver.received]
+
+
+async def test_clients_without_uri_or_without_tokens_get_nothing(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    # orders-post has no back-channel URI; reports and spa have one but got no tokens here
+    code = await browser.code("orders-post", APP_CB)
+    response = await token_request(
+        env.http,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": APP_CB,
+            "client_id": "orders-post",
+            "client_secret": SECRET,
+        },
+    )
+    assert response.status_code == 200
+    await browser.code("reports", REPORTS_CB)  # a code, never exchanged: no tokens
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    assert receiver.received == []
+    assert backchannel_events(env) == []
+
+
+async def test_another_sessions_clients_are_not_told(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    await confidential_tokens(browser)
+    # a second browser on the same hub signs in and out: the first session's clients
+    # hear nothing (the first session lives on)
+    transport = httpx.ASGITransport(app=create_app(hub=env.hub))
+    second = httpx.AsyncClient(transport=transport, base_url=ISSUER)
+    async with second:
+        second_env = Env(env.hub, second, env.events)
+        await Browser(second_env).sign_in("bob", "bob@acme.test")
+        await hub_logout(second_env)
+    await env.hub.backchannel.drain()
+    assert receiver.received == []
+    assert (
+        await env.http.get("/oauth2/userinfo", headers={"Authorization": "Bearer x"})
+    ).status_code == 401
+    assert "isthmus_session" in env.http.cookies
+
+
+async def test_rp_initiated_logout_sends_logout_tokens(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    tokens = await confidential_tokens(browser)
+    response = await env.http.get("/oauth2/logout", params={"id_token_hint": tokens["id_token"]})
+    assert response.status_code == 200  # no redirect URI: the signed-out page
+    await env.hub.backchannel.drain()
+    (token,) = receiver.tokens_for(ORDERS_BC)
+    claims = await verify_logout_token(env.http, token, "orders")
+    id_sid = jwt.decode(tokens["id_token"], options={"verify_signature": False})["sid"]
+    assert claims["sid"] == id_sid
+
+
+async def test_public_client_with_pkce_is_told_too(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    verifier, challenge = pkce_pair()
+    code = await browser.code("spa", SPA_CB, code_challenge=challenge, code_challenge_method="S256")
+    response = await token_request(
+        env.http,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": SPA_CB,
+            "client_id": "spa",
+            "code_verifier": verifier,
+        },
+    )
+    assert response.status_code == 200
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    (token,) = receiver.tokens_for(SPA_BC)
+    await verify_logout_token(env.http, token, "spa")
+
+
+# --- receivers that fail ------------------------------------------------------------------
+
+
+async def test_a_receiver_that_hangs_does_not_delay_logout(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    receiver.behaviour[ORDERS_BC] = "hang"
+    await confidential_tokens(browser)
+    await reports_tokens(browser)
+
+    started = time.monotonic()
+    await hub_logout(env)
+    assert time.monotonic() - started < TIMEOUT  # the response did not wait for delivery
+    assert "isthmus_session" not in env.http.cookies
+
+    started = time.monotonic()
+    await env.hub.backchannel.drain()
+    assert time.monotonic() - started < TIMEOUT + 1  # and the delivery gave up in time
+    by_client = {e["client"]: e for e in backchannel_events(env)}
+    assert by_client["orders"]["outcome"] == "failure"
+    assert "within" in by_client["orders"]["reason"]
+    assert by_client["reports"]["outcome"] == "success"  # the other client still told
+
+
+async def test_a_receiver_that_is_down_is_audited_not_fatal(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    # No in-process mount: the real network, to a port where nothing listens.
+    from tests.peers.common import free_port
+
+    down = f"http://127.0.0.1:{free_port()}/backchannel"
+    settings = backchannel_settings()
+    clients = tuple(
+        c.model_copy(update={"backchannel_logout_uri": down}) if c.client_id == "orders" else c
+        for c in settings.clients
+    )
+    made = make_env(settings.model_copy(update={"clients": clients}))
+    made.hub.backchannel.timeout = TIMEOUT
+    async with made.http:
+        await confidential_tokens(Browser(made))
+        response = await hub_logout(made)
+        assert "signed out" in response.text.lower() or response.status_code == 200
+        await made.hub.backchannel.drain()
+    await made.hub.aclose()
+    (event,) = backchannel_events(made)
+    assert event["outcome"] == "failure" and event["client"] == "orders"
+    assert "ConnectError" in event["reason"]
+
+
+async def test_a_receiver_error_status_is_a_failure(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    receiver.behaviour[ORDERS_BC] = "error"
+    await confidential_tokens(browser)
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    (event,) = backchannel_events(env)
+    assert event["outcome"] == "failure" and event["status"] == 503
+
+
+async def test_the_sid_record_is_used_once(browser: Browser, env: Env, receiver: Receiver) -> None:
+    tokens = await confidential_tokens(browser)
+    sid = jwt.decode(tokens["id_token"], options={"verify_signature": False})["sid"]
+    assert await env.hub.store.set_members(f"oidc:sid-clients:{sid}") == {"orders"}
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    assert await env.hub.store.set_members(f"oidc:sid-clients:{sid}") == set()
+
+
+# --- other ways a session ends ------------------------------------------------------------
+
+
+async def test_end_partner_tells_the_clients_of_every_session(
+    browser: Browser, env: Env, receiver: Receiver
+) -> None:
+    tokens = await confidential_tokens(browser)
+    assert await env.hub.sessions.end_partner("acme") == 1
+    await env.hub.backchannel.drain()
+    (token,) = receiver.tokens_for(ORDERS_BC)
+    claims = await verify_logout_token(env.http, token, "orders")
+    id_claims = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    assert (claims["sid"], claims["sub"]) == (id_claims["sid"], id_claims["sub"])
+
+
+@pytest.fixture
+def saml_idp() -> FakeSamlIdP:
+    return FakeSamlIdP(users=[SamlUser("u-1", email="u1@acme.test")], sign_response=False)
+
+
+async def test_saml_idp_initiated_logout_sends_logout_tokens(
+    saml_idp: FakeSamlIdP, receiver: Receiver
+) -> None:
+    from federation.identity import FederatedIdentity
+
+    settings = backchannel_settings(idp_metadata_xml=saml_idp.metadata_xml(slo=True))
+    made = make_env(settings)
+    _mount(made, receiver)
+    hub = made.hub
+    found = hub.connector("acme-saml")
+    assert found is not None
+    sp = found[1]
+    # A hub session of the SAML connection's user, as the ACS would have made it.
+    identity = FederatedIdentity(
+        partner_id="acme",
+        connection_id="acme-saml",
+        issuer=saml_idp.entity_id,
+        subject="u-1",
+        email="u1@acme.test",
+        email_verified=True,
+        raw_claims={"session_index": "idx-1"},
+    )
+    session = await hub.sessions.create(identity)
+    async with made.http:
+        made.http.cookies.set("isthmus_session", session.id)
+        tokens = await confidential_tokens(Browser(made))
+
+        slo = f"{ISSUER}/saml/acme-saml/slo"
+        request = saml_idp.logout_request(
+            destination=slo,
+            name_id="u-1",
+            sp_entity_id=sp.endpoints.entity_id,  # type: ignore[attr-defined]
+            session_index="idx-1",
+            sign=False,
+        )
+        url = saml_idp.redirect_url(slo, request, relay_state="rs")
+        response = await made.http.get(
+            "/saml/acme-saml/slo", params=dict(parse_qsl(urlsplit(url).query))
+        )
+        assert response.status_code in (200, 303), response.text
+        await hub.backchannel.drain()
+        (token,) = receiver.tokens_for(ORDERS_BC)
+        claims = await verify_logout_token(made.http, token, "orders")
+    await hub.aclose()
+    assert claims["sid"] == session.sid
+    id_sid = jwt.decode(tokens["id_token"], options={"verify_signature": False})["sid"]
+    assert claims["sid"] == id_sid and claims["sub"] == identity.hub_subject
+    assert [e for e in made.events if e["event"] == "logout.upstream"]
+
+
+# --- units --------------------------------------------------------------------------------
+
+
+def test_backchannel_uri_is_checked_like_other_uris() -> None:
+    from federation.settings import _semantic_problems
+
+    settings = backchannel_settings().model_copy(update={"allow_insecure_http": False})
+    bad = settings.clients[0].model_copy(
+        update={"backchannel_logout_uri": "http://orders.app.test/bc#frag"}
+    )
+    problems = dict(
+        _semantic_problems(settings.model_copy(update={"clients": (bad, *settings.clients[1:])}))
+    )
+    assert "clients.0.backchannel_logout_uri" in problems
+
+
+async def test_no_event_loop_means_no_crash(caplog: pytest.LogCaptureFixture) -> None:
+    made = make_env(backchannel_settings())
+    await made.http.aclose()
+    await made.hub.aclose()
+    # called outside a running loop (a synchronous tool ending sessions): logged, skipped
+    await asyncio.to_thread(made.hub.backchannel.sessions_ended, [])
+    assert "no event loop" in caplog.text
