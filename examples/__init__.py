@@ -1,0 +1,1 @@
+"""Example apps using the Isthmus SDK (federation.sdk); see docs/examples.md."""
