@@ -40,6 +40,10 @@ _HEADER_CACHE_SIZE = 64
 _B64_TABLE = bytes.maketrans(b"-_", b"+/")
 _PAD = (b"", b"", b"==", b"=")  # by len % 4 (1 is malformed: caught by a2b_base64)
 _NUMBER = (int, float)
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_setattr = object.__setattr__
+a2b_base64 = binascii.a2b_base64
+_TYPS = {"at+jwt": "at+jwt", "jwt": "jwt", "JWT": "jwt", "logout+jwt": "logout+jwt"}
 LOGOUT_TYP = "logout+jwt"
 
 
@@ -78,26 +82,38 @@ class HubClaims:
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> HubClaims:
-        aud = claims.get("aud")
-        exp = claims.get("exp")
+        get = claims.get
+        aud = get("aud")
+        exp = get("exp")
+        partner = get("partner_id", get("partner"))  # tokens: partner_id; assertion: partner
+        kind, acr, email, name, sid = (
+            get("partner_kind"),
+            get("acr"),
+            get("email"),
+            get("name"),
+            get("sid"),
+        )
         made = object.__new__(cls)
-        # Set the fields without nine-odd object.__setattr__ calls: same result as __init__.
-        made.__dict__.update(
-            subject=claims.get("sub"),
-            issuer=claims.get("iss"),
-            audience=(aud,) if isinstance(aud, str) else _strs(aud),
-            # Tokens say partner_id; the proxy's assertion says partner.
-            partner_id=_str(claims.get("partner_id", claims.get("partner"))),
-            partner_kind=_str(claims.get("partner_kind")),
-            groups=_strs(claims.get("groups")),
-            roles=_strs(claims.get("roles")),
-            acr=_str(claims.get("acr")),
-            amr=_strs(claims.get("amr")),
-            email=_str(claims.get("email")),
-            name=_str(claims.get("name")),
-            sid=_str(claims.get("sid")),
-            expires_at=exp if isinstance(exp, _NUMBER) and not isinstance(exp, bool) else None,
-            raw=MappingProxyType(claims if isinstance(claims, dict) else dict(claims)),
+        # The fields set without fourteen object.__setattr__ calls: same result as __init__.
+        _setattr(
+            made,
+            "__dict__",
+            {
+                "subject": get("sub"),
+                "issuer": get("iss"),
+                "audience": (aud,) if aud.__class__ is str else _strs(aud),
+                "partner_id": partner if partner.__class__ is str else None,
+                "partner_kind": kind if kind.__class__ is str else None,
+                "groups": _strs(get("groups")),
+                "roles": _strs(get("roles")),
+                "acr": acr if acr.__class__ is str else None,
+                "amr": _strs(get("amr")),
+                "email": email if email.__class__ is str else None,
+                "name": name if name.__class__ is str else None,
+                "sid": sid if sid.__class__ is str else None,
+                "expires_at": exp if exp.__class__ in _NUMBER else None,
+                "raw": MappingProxyType(claims if claims.__class__ is dict else dict(claims)),
+            },
         )
         return made
 
@@ -108,15 +124,19 @@ class HubClaims:
         return role in self.roles
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _strs(value: object) -> tuple[str, ...]:
-    if isinstance(value, list | tuple):
-        return tuple(v for v in value if isinstance(v, str))
+    if value is None:
+        return ()
+    if value.__class__ is list:
+        found = tuple(value)
+        for item in found:
+            if item.__class__ is not str:
+                return tuple(v for v in found if isinstance(v, str))
+        return found
     if isinstance(value, str):
         return tuple(value.split())  # space-separated (a scope-style string)
+    if isinstance(value, tuple):
+        return tuple(v for v in value if isinstance(v, str))
     return ()
 
 
@@ -152,7 +172,15 @@ def _b64decode(segment: str) -> bytes:
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64decode(segment))
+        text = _b64decode(segment).decode("utf-8")
+        try:
+            # The C scanner json.loads uses, without its encoding sniffing and whitespace
+            # regular expressions (the hub's JSON has no whitespace around it).
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):
+            value = json.loads(text)
     except (ValueError, binascii.Error):
         raise InvalidToken("malformed", f"the {what} is not base64url JSON") from None
     if not isinstance(value, dict):
@@ -217,6 +245,7 @@ class TokenValidator:
         self._anonymous: list[BoundKey] = []  # keys without a kid
         self._headers: dict[str, _Header] = {}
         self._fetched_at: float | None = None
+        self._refreshed_at: float | None = None
         self._loaded = False
         self._lock = threading.Lock()
         self._alock: asyncio.Lock | None = None
@@ -230,7 +259,15 @@ class TokenValidator:
         self, token: str, *, audience: str | None = None, typ: str | None = None
     ) -> HubClaims:
         """A JWT of the hub (or, with introspection configured, an opaque token)."""
-        return HubClaims.from_claims(self._claims(token, audience, typ, self.required_claims))
+        if token.count(".") == 2:
+            try:
+                claims = self._verify(token, audience, typ, self.required_claims, refresh=True)
+            except _NeedKeys:
+                self._refresh()
+                claims = self._verify(token, audience, typ, self.required_claims, refresh=False)
+        else:
+            claims = self._introspect(token, audience)
+        return HubClaims.from_claims(claims)
 
     async def avalidate(
         self, token: str, *, audience: str | None = None, typ: str | None = None
@@ -282,22 +319,22 @@ class TokenValidator:
         *,
         refresh: bool,
     ) -> dict[str, Any]:
-        cut = token.rfind(".")
-        first = token.find(".")
-        head = token[:first]
+        head, body, sig = token.split(".")
         header = self._headers.get(head)
         if header is None:
             header = self._header(head, refresh)
         if typ is None:
             if header.typ == LOGOUT_TYP:
                 raise InvalidToken("wrong_type", "a logout token is not a credential")
-        elif header.typ != _typ(typ):
+        elif header.typ != (_TYPS.get(typ) or _typ(typ)):
             raise InvalidToken("wrong_type", f"expected typ {typ!r}, got {header.typ!r}")
         try:
-            signature = _b64decode(token[cut + 1 :])
-            signed = token[:cut].encode("ascii")
+            raw = token.encode("ascii")
+            sig_b = sig.encode("ascii").translate(_B64_TABLE)
+            signature = a2b_base64(sig_b + _PAD[len(sig_b) & 3], strict_mode=True)
         except (ValueError, binascii.Error):
             raise InvalidToken("malformed", "the signature is not base64url") from None
+        signed = memoryview(raw)[: len(head) + 1 + len(body)]
         for verify in header.verifiers:
             try:
                 verify(signed, signature)
@@ -306,7 +343,7 @@ class TokenValidator:
                 continue
         else:
             raise InvalidToken("bad_signature", "signature verification failed")
-        claims = _json_object(token[first + 1 : cut], "payload")
+        claims = _json_object(body, "payload")
         self._check(claims, audience, required)
         return claims
 
@@ -397,18 +434,23 @@ class TokenValidator:
         self._loaded = True
 
     def _refresh_due(self) -> bool:
+        """First load: now (failures retried after min(interval, 5 s)). Afterwards an
+        unknown kid may refetch once per ``jwks_refresh_interval``."""
         if self._static:
             return False
-        return (
-            self._fetched_at is None
-            or self._clock() - self._fetched_at >= self.jwks_refresh_interval
-        )
+        now = self._clock()
+        if not self._loaded:
+            retry = min(self.jwks_refresh_interval, 5.0)
+            return self._fetched_at is None or now - self._fetched_at >= retry
+        return self._refreshed_at is None or now - self._refreshed_at >= self.jwks_refresh_interval
 
     def _refresh(self) -> None:
         with self._lock:
             if not self._refresh_due():
                 return  # another thread just fetched
             self._fetched_at = self._clock()
+            if self._loaded:
+                self._refreshed_at = self._fetched_at
             self.fetches += 1
             try:
                 client = self._http or httpx.Client(timeout=5.0)
@@ -456,6 +498,8 @@ class TokenValidator:
                 await asyncio.to_thread(self._refresh)
                 return
             self._fetched_at = self._clock()
+            if self._loaded:
+                self._refreshed_at = self._fetched_at
             self.fetches += 1
             try:
                 client = self._async_http or httpx.AsyncClient(timeout=5.0)
