@@ -66,7 +66,7 @@ async def test_claim_rejections(
 ) -> None:
     # Times are given relative to now (parameters are built at collection time).
     now = int(time.time())
-    timed = {
+    timed: dict[str, Any] = {
         k: now + v if k in ("exp", "nbf", "iat") and isinstance(v, int) else v
         for k, v in extra.items()
     }
