@@ -1,7 +1,7 @@
 """Proxied requests and forward-auth decisions per second with a valid session, beside
 nginx serving the same upstream, in one run.
 
-    python -m bench.proxy [--duration 10] [--connections 32] [--threads 2]
+    python -m bench.proxy [--duration 10] [--connections 32] [--threads 2] [--oauth2-proxy]
 
 On 127.0.0.1:
 
@@ -25,7 +25,10 @@ On 127.0.0.1:
      ``X-Original-URI``, the app's ``Host``, the session cookie, from a trusted address):
      decisions/s — session read, policy decision, audit event, identity headers and
      assertion in a 200;
-   * the full edge path: nginx ``auth_request`` → hub → nginx static upstream.
+   * the full edge path: nginx ``auth_request`` → hub → nginx static upstream;
+   * with ``--oauth2-proxy``: oauth2-proxy's ``/oauth2/auth`` with a session cookie, the hub
+     as its OIDC provider (``bench/oauth2_proxy.py``: found or built with Go, one login
+     scripted through it), at Go's default GOMAXPROCS and at 1 — the budget's comparison.
 
 Bounded: each measurement lasts ``--duration`` seconds; everything is stopped at the end.
 Without wrk the bench says so and stops (a Python load generator would measure itself).
@@ -35,18 +38,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench import oauth2_proxy
 from tests.peers.common import free_port
 
 POLICY = {
@@ -55,10 +61,11 @@ POLICY = {
 }
 
 
-def hub_settings(port: int, upstream: str) -> Any:
+def hub_settings(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> Any:
     from federation.settings import Settings
 
     return Settings(
+        clients=clients or [],
         issuer=f"http://127.0.0.1:{port}",
         allow_insecure_http=True,
         allow_mock_connections=True,
@@ -91,7 +98,7 @@ def hub_settings(port: int, upstream: str) -> Any:
     )
 
 
-def serve_hub(port: int, upstream: str) -> None:
+def serve_hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> None:
     """Child process: open a session, print its cookie, serve the hub."""
     import logging
 
@@ -102,7 +109,7 @@ def serve_hub(port: int, upstream: str) -> None:
     from federation.web.app import create_app
 
     logging.getLogger("isthmus.audit").setLevel(logging.WARNING)
-    hub = build_hub(hub_settings(port, upstream))
+    hub = build_hub(hub_settings(port, upstream, clients))
     identity = FederatedIdentity(
         "acme",
         "acme-mock",
@@ -200,10 +207,11 @@ def nginx(port: int, edge_port: int, hub_port: int) -> Iterator[None]:
 
 
 @contextmanager
-def hub(port: int, upstream: str) -> Iterator[str]:
+def hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    extra = ["--hub-clients", json.dumps(clients)] if clients else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.proxy", "--serve-hub", str(port), upstream],
+        [sys.executable, "-m", "bench.proxy", "--serve-hub", str(port), upstream, *extra],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -262,18 +270,70 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--serve-hub", nargs=2, metavar=("PORT", "UPSTREAM"))
+    parser.add_argument(
+        "--oauth2-proxy",
+        action="store_true",
+        help="also measure oauth2-proxy's /oauth2/auth with the hub as its OIDC provider "
+        "(builds it with Go if needed; skipped with a message without Go)",
+    )
+    parser.add_argument(
+        "--serve-hub", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--hub-clients", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_hub:
-        serve_hub(int(args.serve_hub[0]), args.serve_hub[1])
+        clients = json.loads(args.hub_clients) if args.hub_clients else None
+        serve_hub(int(args.serve_hub[0]), args.serve_hub[1], clients)
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
+    o2p_binary = None
+    if args.oauth2_proxy:
+        try:
+            o2p_binary = oauth2_proxy.binary()
+        except oauth2_proxy.Unavailable as exc:
+            print(f"oauth2-proxy skipped: {exc}", file=sys.stderr)
+    load_before = os.getloadavg()[0]  # other work on the machine skews every rate here
     nginx_port, edge_port, hub_port = free_port(), free_port(), free_port()
+    o2p_ports = (free_port(), free_port())
+    o2p_secret = secrets.token_urlsafe(32)
+    clients = (
+        [oauth2_proxy.client_settings(p, o2p_secret) for p in o2p_ports] if o2p_binary else None
+    )
+    if clients:  # two oauth2-proxy processes, one client each (redirect URIs differ by port)
+        clients[1]["client_id"] = f"{oauth2_proxy.CLIENT_ID}-1"
     upstream = f"http://127.0.0.1:{nginx_port}"
     hub_url = f"http://127.0.0.1:{hub_port}"
-    with nginx(nginx_port, edge_port, hub_port), hub(hub_port, upstream) as cookie:
+    with ExitStack() as stack:
+        stack.enter_context(nginx(nginx_port, edge_port, hub_port))
+        cookie = stack.enter_context(hub(hub_port, upstream, clients))
         session = f"isthmus_session={cookie}"
+        o2p_targets: dict[str, tuple[str, dict[str, str], str]] = {}
+        if o2p_binary:
+            # Default GOMAXPROCS (all cores, as deployed), and pinned to one core like the
+            # hub's single uvicorn worker.
+            for (name, procs), port, client in zip(
+                (("oauth2-proxy /oauth2/auth", None), ("oauth2-proxy, GOMAXPROCS=1", 1)),
+                o2p_ports,
+                clients or [],
+                strict=True,
+            ):
+                stack.enter_context(
+                    oauth2_proxy.run(
+                        o2p_binary,
+                        port,
+                        hub_url,
+                        o2p_secret,
+                        gomaxprocs=procs,
+                        client_id=str(client["client_id"]),
+                    )
+                )
+                o2p_cookie = oauth2_proxy.login(port, "alice@acme.example", "alice")
+                o2p_targets[name] = (
+                    f"http://127.0.0.1:{port}/oauth2/auth",
+                    {"Host": "orders.localhost", "X-Forwarded-Uri": "/hello", "Cookie": o2p_cookie},
+                    "202",
+                )
         targets = {
             "nginx alone (static file)": (f"{upstream}/hello", {}),
             "hub proxy -> nginx": (
@@ -294,16 +354,21 @@ def main() -> None:
                 {"Host": "orders.localhost", "Cookie": session},
             ),
         }
-        for name, (url, headers) in targets.items():
+        checks = {name: (url, headers, "200") for name, (url, headers) in targets.items()}
+        checks.update(o2p_targets)
+        for name, (url, headers, expected) in checks.items():
             status = answer_status(url, headers)
-            if status != "200":
-                sys.exit(f"{name}: {url} answered {status}, not 200")
+            if status != expected:
+                sys.exit(f"{name}: {url} answered {status}, not {expected}")
         results = {}
-        for name, (url, headers) in targets.items():
+        for name, (url, headers, _) in checks.items():
             wrk(url, headers, args, 2)  # warm-up
             results[name] = wrk(url, headers, args, args.duration)
     cpus = os.cpu_count()
-    print(f"machine: {cpus} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.duration}s")
+    print(
+        f"machine: {cpus} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.duration}s; "
+        f"1-min load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'target':<28} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
     for name, result in results.items():
         rps, p50, p99, bad = result["rps"], result["p50"], result["p99"], result["non_2xx"]
@@ -311,6 +376,16 @@ def main() -> None:
     direct = results["nginx alone (static file)"]["rps"]
     for name in ("hub proxy -> nginx", "hub /forward-auth (200)", "nginx auth_request edge"):
         print(f"ratio {name} / nginx alone: {results[name]['rps'] / direct:.3f}")
+    if o2p_binary:
+        hub_rate = results["hub /forward-auth (200)"]["rps"]
+        print(f"oauth2-proxy: {o2p_binary} {oauth2_proxy.version(o2p_binary)}")
+        for name in o2p_targets:
+            rate = results[name]["rps"]
+            verdict = "meets" if hub_rate >= rate else "misses"
+            print(
+                f"budget: hub /forward-auth {hub_rate:.0f} vs {name} {rate:.0f} decisions/s: "
+                f"ratio {hub_rate / rate:.3f}, hub {verdict} it"
+            )
 
 
 def answer_status(url: str, headers: dict[str, str]) -> str:
