@@ -44,7 +44,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import pytest
@@ -203,7 +202,14 @@ def _listening(port: int) -> bool:
         return False
 
 
-class StartNginx(Protocol):
+class StartNginx:
+    """What ``nginx_peer`` yields: call it to start one nginx edge."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, binary: str) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.binary = binary
+        self.peers: list[NginxPeer] = []
+
     def __call__(
         self,
         name: str,
@@ -215,26 +221,8 @@ class StartNginx(Protocol):
         workers: int = 1,
         port: int | None = None,
         session_cookie: str = "isthmus_session",
-    ) -> NginxPeer: ...
-
-
-@pytest.fixture(scope="session")
-def nginx_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartNginx]:
-    binary = nginx_binary()
-    peers: list[NginxPeer] = []
-
-    def start(
-        name: str,
-        *,
-        upstream: str,
-        auth: str | None = None,
-        identity_headers: Sequence[str] = (),
-        assertion_header: str | None = None,
-        workers: int = 1,
-        port: int | None = None,
-        session_cookie: str = "isthmus_session",
     ) -> NginxPeer:
-        prefix = tmp_path_factory.mktemp(f"nginx-{name}")
+        prefix = self.tmp_path_factory.mktemp(f"nginx-{name}")
         (prefix / "logs").mkdir()
         (prefix / "tmp").mkdir()
         port = port or free_port()
@@ -252,14 +240,18 @@ def nginx_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartNginx]
             )
         )
         peer = NginxPeer(name, port, prefix, conf)
-        peer.start(binary)
-        peers.append(peer)
+        peer.start(self.binary)
+        self.peers.append(peer)
         return peer
 
+
+@pytest.fixture(scope="session")
+def nginx_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartNginx]:
+    start = StartNginx(tmp_path_factory, nginx_binary())
     try:
         yield start
     finally:
-        for peer in peers:
+        for peer in start.peers:
             peer.stop()
 
 

@@ -62,22 +62,19 @@ Drive logins with :mod:`tests.peers.browser`; a plain RP is in :mod:`tests.peers
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.peers.common import free_port, in_ci, missing
+from tests.peers.common import in_ci, missing, spawn_group, start_on_free_port, stop_group
 
 PEER_DIR = Path(__file__).resolve().parent / "oidc_provider"
 SERVER = PEER_DIR / "server.mjs"
@@ -133,6 +130,7 @@ class Peer:
     state_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] = field(repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
     @property
     def discovery_url(self) -> str:
@@ -144,7 +142,7 @@ class Peer:
 
     @property
     def running(self) -> bool:
-        return self.process.poll() is None
+        return not self._stopped and self.process.poll() is None
 
     def discovery(self) -> dict[str, Any]:
         response = httpx.get(self.discovery_url, timeout=5)
@@ -167,40 +165,9 @@ class Peer:
 
     def stop(self) -> None:
         """Stop the process group (idempotent). Use it to simulate an IdP outage."""
-        _stop_group(self.process)
-
-
-class StartPeer(Protocol):
-    def __call__(
-        self,
-        name: str,
-        *,
-        email_domain: str,
-        client_id: str,
-        client_secret: str | None,
-        redirect_uris: Sequence[str],
-        id_token_alg: str = "RS256",
-        auth_method: str = "client_secret_basic",
-        post_logout_redirect_uris: Sequence[str] = (),
-        users: list[dict[str, Any]] | None = None,
-        pkce_required: bool = False,
-        conform_id_token_claims: bool = False,
-        backchannel_logout_uri: str | None = None,
-        host: str = "127.0.0.1",
-        extra_env: Mapping[str, str] | None = None,
-    ) -> Peer: ...
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT)
+        if not self._stopped:  # once only: the group id may be reused afterwards
+            self._stopped = True
+            stop_group(self.process, STOP_TIMEOUT)
 
 
 def node_binary() -> str | None:
@@ -231,34 +198,16 @@ def _full_users(users: list[dict[str, Any]], email_domain: str) -> list[dict[str
     return out
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
-    """Poll discovery until it answers (True) or the process exits (False); raise on deadline."""
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                if client.get(url).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval
-    raise TimeoutError(url)
+class StartPeer:
+    """What ``oidc_provider_peer`` yields: call it to start one partner IdP."""
 
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, node: str) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.node = node
+        self.peers: list[Peer] = []
 
-@pytest.fixture(scope="session")
-def oidc_provider_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartPeer]:
-    """Factory fixture: start a node oidc-provider partner IdP; see the module docstring."""
-    node = node_binary()
-    if node is None or not (PEER_DIR / "node_modules" / "oidc-provider" / "package.json").is_file():
-        missing(
-            "node oidc-provider peer (Node 22 and npm oidc-provider in tests/peers/oidc_provider)",
-            INSTALL_HINT,
-        )
-        raise AssertionError("unreachable")  # missing() skips or fails
-    peers: list[Peer] = []
-
-    def start(
+    def __call__(
+        self,
         name: str,
         *,
         email_domain: str,
@@ -281,10 +230,10 @@ def oidc_provider_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
             raise ValueError("redirect_uris must not be empty")
         if (client_secret is None) != (auth_method == "none"):
             raise ValueError("client_secret=None goes with auth_method='none' (and only with it)")
-        if any(p.name == name and p.host == host and p.running for p in peers):
+        if any(p.name == name and p.host == host and p.running for p in self.peers):
             raise ValueError(f"an oidc-provider peer named {name!r} already runs on {host}")
 
-        state_dir = tmp_path_factory.mktemp(f"oidc-provider-{name}")
+        state_dir = self.tmp_path_factory.mktemp(f"oidc-provider-{name}")
         full_users = _full_users(DEFAULT_USERS if users is None else users, email_domain)
         users_file = state_dir / "users.json"
         users_file.write_text(json.dumps(full_users, indent=2))
@@ -312,22 +261,10 @@ def oidc_provider_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
             env["BACKCHANNEL_LOGOUT_URI"] = backchannel_logout_uri
         env.update(extra_env or {})
 
-        deadline = time.monotonic() + START_TIMEOUT
-        for _attempt in range(5):
-            port = free_port()
+        def launch(port: int) -> Peer:
             issuer = f"http://{host}:{port}"
             env.update(PORT=str(port), ISSUER=issuer)
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    [node, str(SERVER)],
-                    cwd=PEER_DIR,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: stopped as a whole
-                )
-            peer = Peer(
+            return Peer(
                 name=name,
                 host=host,
                 port=port,
@@ -341,31 +278,36 @@ def oidc_provider_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
                 users=full_users,
                 state_dir=state_dir,
                 log_path=log_path,
-                process=process,
+                process=spawn_group(
+                    [self.node, str(SERVER)], cwd=PEER_DIR, log_path=log_path, env=env
+                ),
             )
-            peers.append(peer)
-            try:
-                ready = _wait_ready(process, peer.discovery_url, deadline)
-            except TimeoutError:
-                peer.stop()
-                raise RuntimeError(
-                    f"oidc-provider peer {name!r} did not answer {peer.discovery_url} within "
-                    f"{START_TIMEOUT:.0f}s; log {log_path}:\n{peer.log()}"
-                ) from None
-            if ready:
-                return peer
-            peer.stop()
-            if process.returncode != EXIT_ADDRESS_IN_USE:
-                break
-        raise RuntimeError(
-            f"oidc-provider peer {name!r} exited with {process.returncode}; "
-            f"log {log_path}:\n{peer.log()}"
+
+        return start_on_free_port(
+            launch,
+            peers=self.peers,
+            what=f"oidc-provider peer {name!r}",
+            ready_url=lambda peer: peer.discovery_url,
+            start_timeout=START_TIMEOUT,
+            address_in_use=lambda peer: peer.process.returncode == EXIT_ADDRESS_IN_USE,
         )
 
+
+@pytest.fixture(scope="session")
+def oidc_provider_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartPeer]:
+    """Factory fixture: start a node oidc-provider partner IdP; see the module docstring."""
+    node = node_binary()
+    if node is None or not (PEER_DIR / "node_modules" / "oidc-provider" / "package.json").is_file():
+        missing(
+            "node oidc-provider peer (Node 22 and npm oidc-provider in tests/peers/oidc_provider)",
+            INSTALL_HINT,
+        )
+        raise AssertionError("unreachable")  # missing() skips or fails
+    start = StartPeer(tmp_path_factory, node)
     try:
         yield start
     finally:
-        for peer in peers:
+        for peer in start.peers:
             peer.stop()
 
 

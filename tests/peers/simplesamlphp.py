@@ -78,20 +78,17 @@ failures); ``peer.stop()`` simulates an IdP outage. Names must be unique among r
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote_plus, urlencode, urlsplit
 
 import httpx
@@ -101,7 +98,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from connectors.saml.keys import self_signed
-from tests.peers.common import free_port, missing
+from tests.peers.common import missing, spawn_group, start_on_free_port, stop_group
 
 PEER_DIR = Path(__file__).resolve().parent / "simplesamlphp"
 GEN_CONFIG = PEER_DIR / "gen-config.php"
@@ -292,29 +289,7 @@ class SamlPeer:
         """Stop the process group (idempotent). Use it to simulate an IdP outage."""
         if not self._stopped:  # once only: the group id may be reused afterwards
             self._stopped = True
-            _stop_group(self.process)
-
-
-class StartSamlPeer(Protocol):
-    def __call__(
-        self,
-        name: str,
-        *,
-        sp_entity_id: str | None = None,
-        sp_acs_url: str | None = None,
-        sp_slo_url: str | None = None,
-        sp_cert_pem: str | None = None,
-        sp_metadata_xml: str | None = None,
-        email_domain: str,
-        require_signed_authnrequest: bool = False,
-        encrypt_assertion: bool = False,
-        sign_response: bool = True,
-        sign_assertion: bool = True,
-        users: list[dict[str, Any]] | None = None,
-        attribute_nameformat: str = "basic",
-        nameid_format: str = EMAIL_NAMEID,
-        sign_logout: bool = True,
-    ) -> SamlPeer: ...
+            stop_group(self.process, STOP_TIMEOUT)
 
 
 def _sp_entry(
@@ -373,53 +348,6 @@ def _generate(state_dir: Path, config: dict[str, Any]) -> None:
         )
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a live (non-zombie) process of the group exists (Linux /proc)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state, _ppid, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group (the wrapper, php and its forked workers) and wait until every
-    member is gone; SIGKILL what is left after STOP_TIMEOUT."""
-    pgid = process.pid  # start_new_session: the wrapper leads its own group
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(STOP_TIMEOUT)
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.02)  # poll interval
-        if process.poll() is not None and not _group_alive(pgid):
-            return
-    raise RuntimeError(f"SimpleSAMLphp process group {pgid} survived SIGKILL")
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
-    """Poll the metadata URL until it answers (True) or the server exits (False)."""
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                response = client.get(url)
-                if response.status_code == 200 and "EntityDescriptor" in response.text:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval
-    raise TimeoutError(url)
-
-
 def installed() -> bool:
     return (
         shutil.which("php") is not None
@@ -428,15 +356,15 @@ def installed() -> bool:
     )
 
 
-@pytest.fixture(scope="session")
-def simplesamlphp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSamlPeer]:
-    """Factory fixture: start a SimpleSAMLphp partner IdP; see the module docstring."""
-    if not installed():
-        missing("SimpleSAMLphp IdP peer (Debian simplesamlphp, php-cli, xmlsec1)", INSTALL_HINT)
-        raise AssertionError("unreachable")  # missing() skips or fails
-    peers: list[SamlPeer] = []
+class StartSamlPeer:
+    """What ``simplesamlphp_peer`` yields: call it to start one partner SAML IdP."""
 
-    def start(
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.peers: list[SamlPeer] = []
+
+    def __call__(
+        self,
         name: str,
         *,
         sp_entity_id: str | None = None,
@@ -458,10 +386,10 @@ def simplesamlphp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
             raise ValueError("attribute_nameformat is 'basic' or 'uri'")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ValueError(f"peer name {name!r}: letters, digits, '_', '.', '-' only")
-        if any(p.name == name and p.running for p in peers):
+        if any(p.name == name and p.running for p in self.peers):
             raise ValueError(f"a SimpleSAMLphp peer named {name!r} already runs")
 
-        state_dir = tmp_path_factory.mktemp(f"simplesamlphp-{name}")
+        state_dir = self.tmp_path_factory.mktemp(f"simplesamlphp-{name}")
         (state_dir / "cert").mkdir(mode=0o700)
         key_pem, cert_pem = self_signed_cert(f"{name} SAML IdP signing")
         key_path = state_dir / "cert" / "idp.key"
@@ -489,9 +417,7 @@ def simplesamlphp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         ssp_users = _ssp_users(DEFAULT_USERS if users is None else users, email_domain)
         log_path = state_dir / "server.log"
 
-        deadline = time.monotonic() + START_TIMEOUT
-        for _attempt in range(5):
-            port = free_port()
+        def launch(port: int) -> SamlPeer:
             base_url = f"http://127.0.0.1:{port}"
             config: dict[str, Any] = {
                 "name": name,
@@ -512,16 +438,7 @@ def simplesamlphp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
                 "sps": sps,
             }
             _generate(state_dir, config)
-            with log_path.open("ab") as log:
-                process = subprocess.Popen(
-                    ["bash", str(SERVE), str(state_dir), str(port), str(os.getpid())],
-                    cwd=state_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # setsid: php and its workers stop as one group
-                )
-            peer = SamlPeer(
+            return SamlPeer(
                 name=name,
                 port=port,
                 base_url=base_url,
@@ -531,28 +448,36 @@ def simplesamlphp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
                 log_path=log_path,
                 cert_pem=cert_pem,
                 config=config,
-                process=process,
+                process=spawn_group(
+                    ["bash", str(SERVE), str(state_dir), str(port), str(os.getpid())],
+                    cwd=state_dir,
+                    log_path=log_path,
+                ),
             )
-            peers.append(peer)
-            try:
-                ready = _wait_ready(process, peer.metadata_url, deadline)
-            except TimeoutError:
-                peer.stop()
-                raise RuntimeError(
-                    f"SimpleSAMLphp peer {name!r} did not answer {peer.metadata_url} within "
-                    f"{START_TIMEOUT:.0f}s:\n{peer.log()}"
-                ) from None
-            if ready:
-                return peer
-            peer.stop()
-            if "Address already in use" not in peer.log():
-                break
-        raise RuntimeError(f"SimpleSAMLphp peer {name!r} exited:\n{peer.log()}")
 
+        return start_on_free_port(
+            launch,
+            peers=self.peers,
+            what=f"SimpleSAMLphp peer {name!r}",
+            ready_url=lambda peer: peer.metadata_url,
+            start_timeout=START_TIMEOUT,
+            address_in_use=lambda peer: "Address already in use" in peer.log(),
+            accept=lambda r: r.status_code == 200 and "EntityDescriptor" in r.text,
+            request_timeout=2.0,
+        )
+
+
+@pytest.fixture(scope="session")
+def simplesamlphp_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSamlPeer]:
+    """Factory fixture: start a SimpleSAMLphp partner IdP; see the module docstring."""
+    if not installed():
+        missing("SimpleSAMLphp IdP peer (Debian simplesamlphp, php-cli, xmlsec1)", INSTALL_HINT)
+        raise AssertionError("unreachable")  # missing() skips or fails
+    start = StartSamlPeer(tmp_path_factory)
     try:
         yield start
     finally:
-        for peer in peers:
+        for peer in start.peers:
             peer.stop()
 
 
