@@ -23,64 +23,40 @@ IdP that is down before the redirect and at the callback (502 page, audited).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import authlib.deprecate
 import httpx
-import jwt
 import pytest
 import redis
-import yaml
 
-from federation.audit import Audit
-from federation.hub import Hub, build_hub
-from federation.settings import load_settings
-from federation.web.app import create_app
+from tests.integration.support import (
+    ALICE_GROUPS,
+    CLIENT_SECRET,
+    FLOW_COOKIE,
+    SCOPE,
+    SESSION_COOKIE,
+    OAuth2Client,
+    Ports,
+    RunningHub,
+    finish_app_login,
+    query_of,
+    serve_hub,
+    start_app_login,
+)
+from tests.integration.support import app_client as oauth2_client
 from tests.peers.asgi import ServeApp
 from tests.peers.browser import Browser, find_form
 from tests.peers.common import free_port
 from tests.peers.oidc_provider import Peer, StartPeer
 
-with warnings.catch_warnings():
-    # authlib 1.9 announces that its httpx integration moves to the httpx2 package.
-    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
-    from authlib.integrations.httpx_client import OAuth2Client
-
 pytestmark = pytest.mark.integration
 
-SESSION_COOKIE = "isthmus_session"
-FLOW_COOKIE = "isthmus_flow"
-SCOPE = "openid email profile groups"
-ALICE_GROUPS = ["engineering", "admins"]
-
-
 # --- module-wide: ports, partner IdPs -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ports:
-    hub: int
-    app: int
-
-    @property
-    def hub_url(self) -> str:
-        return f"http://127.0.0.1:{self.hub}"
-
-    @property
-    def app_callback(self) -> str:
-        # Never served: the browser stops at the redirect to it (``stop_at``), like an app.
-        return f"http://127.0.0.1:{self.app}/oidc/callback"
-
-    def hub_callback(self, connection_id: str) -> str:
-        return f"{self.hub_url}/callback/{connection_id}"
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +155,6 @@ CLIENTS = {
     "acme": ("portal", "client_secret_basic"),
     "globex": ("portal-post", "client_secret_post"),
 }
-CLIENT_SECRET = "portal-secret-0123456789"
 
 
 def partner_entry(
@@ -207,47 +182,7 @@ def partner_entry(
     }
 
 
-@dataclass
-class RunningHub:
-    url: str
-    hub: Hub
-    prefix: str
-    events: list[dict[str, Any]]
-    redis: redis.Redis
-
-    # -- what the hub left in Redis ------------------------------------------------------
-    def keys(self, pattern: str) -> list[str]:
-        return sorted(str(k) for k in self.redis.scan_iter(match=f"{self.prefix}{pattern}"))
-
-    def session_key(self, cookie: str) -> str:
-        return f"{self.prefix}session:{hashlib.sha256(cookie.encode()).hexdigest()}"
-
-    def stored_session(self, cookie: str) -> dict[str, Any] | None:
-        raw = self.redis.get(self.session_key(cookie))
-        return None if raw is None else dict(json.loads(str(raw)))
-
-    def partner_sessions(self, partner_id: str) -> set[str]:
-        return {str(m) for m in self.redis.smembers(f"{self.prefix}partner-sessions:{partner_id}")}
-
-    def events_named(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == name]
-
-    def discovery(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/.well-known/openid-configuration", timeout=5)
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-
 StartHub = Callable[[list[dict[str, Any]]], RunningHub]
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -261,13 +196,14 @@ def start_hub(
     """Write a settings file, load it like ``isthmus serve`` does, serve the hub on its port."""
 
     def start(partners: list[dict[str, Any]]) -> RunningHub:
-        prefix = f"it:{secrets.token_hex(6)}:"
-        config = {
-            "issuer": ports.hub_url,
-            "allow_insecure_http": True,
-            "store": {"backend": "redis", "url": redis_url, "prefix": prefix},
-            "partners": partners,
-            "clients": [
+        return serve_hub(
+            ports=ports,
+            redis_url=redis_url,
+            redis_client=redis_client,
+            asgi_server=asgi_server,
+            tmp_path=tmp_path,
+            partners=partners,
+            clients=[
                 {
                     "client_id": client_id,
                     "name": f"Partner portal ({method})",
@@ -277,14 +213,7 @@ def start_hub(
                 }
                 for client_id, method in CLIENTS.values()
             ],
-        }
-        path = tmp_path / "isthmus.yaml"
-        path.write_text(yaml.safe_dump(config))
-        settings = load_settings(path, env={})
-        events: list[dict[str, Any]] = []
-        hub = build_hub(settings, audit=Audit([events.append]))
-        assert asgi_server(create_app(hub=hub), port=ports.hub) == ports.hub_url
-        return RunningHub(ports.hub_url, hub, prefix, events, redis_client)
+        )
 
     return start
 
@@ -294,21 +223,11 @@ def two_partner_hub(start_hub: StartHub, acme: Peer, globex: Peer) -> RunningHub
     return start_hub([partner_entry(ACME, acme), partner_entry(GLOBEX, globex)])
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with Browser() as b:
-        yield b
-
-
 def peer_of(partner_id: str, acme: Peer, globex: Peer) -> Peer:
     return {"acme": acme, "globex": globex}[partner_id]
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def query_of(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def to_partner_idp(
@@ -363,15 +282,6 @@ def mapped_acr_amr(spec: PartnerSpec, upstream: dict[str, Any]) -> tuple[str | N
     if not spec.trust_acr:
         return None, []
     return "urn:partner:pwd", ["pwd"]
-
-
-def hub_jwk_key(hub_url: str, jwks_uri: str, token: str) -> jwt.PyJWK:
-    header = jwt.get_unverified_header(token)
-    assert header["alg"] == "RS256" and header.get("kid"), header
-    keys = httpx.get(jwks_uri, timeout=5).json()["keys"]
-    jwk = next(k for k in keys if k["kid"] == header["kid"])
-    assert "d" not in jwk  # public parts only
-    return jwt.PyJWK(jwk, algorithm="RS256")
 
 
 # --- 1. partner user → hub session ------------------------------------------------------------
@@ -434,15 +344,7 @@ def test_partner_login_opens_a_hub_session_in_redis(
 
 def app_client(partner_id: str, ports: Ports) -> OAuth2Client:
     client_id, method = CLIENTS[partner_id]
-    return OAuth2Client(
-        client_id=client_id,
-        client_secret=CLIENT_SECRET,
-        token_endpoint_auth_method=method,
-        scope=SCOPE,
-        redirect_uri=ports.app_callback,
-        code_challenge_method="S256",
-        timeout=10,
-    )
+    return oauth2_client(ports, client_id, token_endpoint_auth_method=method)
 
 
 @dataclass
@@ -461,49 +363,15 @@ def app_login(
     ports: Ports,
 ) -> AppLogin:
     """app → hub /oauth2/authorize → hub login → partner IdP → hub → app callback → tokens."""
-    meta = hub.discovery()
-    assert meta["issuer"] == hub.url
-    verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
-    url, state = client.create_authorization_url(
-        meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce
-    )
-    request = query_of(url)
-    assert request["code_challenge_method"] == "S256" and request["code_challenge"]
-
-    email_page = browser.get(url, stop_at=ports.app_callback)
-    assert str(email_page.url).startswith(f"{hub.url}/login?rd=%2Foauth2%2Fauthorize%3F")
-    idp_page = to_partner_idp(browser, email_page, email, peer)
+    authorization = start_app_login(hub, client, browser, ports)
+    idp_page = to_partner_idp(browser, authorization.email_page, email, peer)
     done = browser.login(idp_page, "alice", "alice-password", stop_at=ports.app_callback)
     # the IdP → the hub's callback → back to /oauth2/authorize → a code for the app
-    assert str(done.url).startswith(f"{hub.url}/oauth2/authorize?")
     assert any(r.url.path.startswith("/callback/") for r in browser.history)
-    callback = browser.location(done)
-    returned = query_of(callback)
-    assert callback.startswith(ports.app_callback + "?")
-    assert returned["state"] == state and returned["iss"] == hub.url and "error" not in returned
-
-    tokens = dict(
-        client.fetch_token(
-            meta["token_endpoint"],
-            authorization_response=callback,
-            state=state,
-            code_verifier=verifier,
-        )
-    )
+    tokens, claims = finish_app_login(authorization, hub, client, browser, done, ports)
     assert tokens["token_type"] == "Bearer" and tokens["refresh_token"]
     assert tokens["scope"] == SCOPE
-
-    key = hub_jwk_key(hub.url, meta["jwks_uri"], tokens["id_token"])
-    claims: dict[str, Any] = jwt.decode(
-        tokens["id_token"],
-        key,
-        algorithms=["RS256"],
-        audience=client.client_id,
-        issuer=hub.url,
-        options={"require": ["iss", "sub", "aud", "exp", "iat", "nonce"]},
-    )
-    assert claims["nonce"] == nonce
-    return AppLogin(tokens, claims, nonce)
+    return AppLogin(tokens, claims, authorization.nonce)
 
 
 @pytest.mark.parametrize("partner_id", ["acme", "globex"])

@@ -24,49 +24,38 @@ an encrypted assertion.
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import re
-import secrets
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import authlib.deprecate
 import httpx
-import jwt
 import pytest
 import redis
-import yaml
 
-from federation.audit import Audit
-from federation.hub import Hub, build_hub
-from federation.settings import load_settings
-from federation.web.app import create_app
+from tests.integration import support
+from tests.integration.support import (
+    ALICE_GROUPS,
+    FLOW_COOKIE,
+    SESSION_COOKIE,
+    OAuth2Client,
+    RunningHub,
+    finish_app_login,
+    serve_hub,
+    start_app_login,
+)
 from tests.peers.asgi import ServeApp
 from tests.peers.browser import Browser, find_form
 from tests.peers.common import free_port
 from tests.peers.simplesamlphp import SamlPeer, StartSamlPeer, redirect_message
 
-with warnings.catch_warnings():
-    # authlib 1.9 announces that its httpx integration moves to the httpx2 package.
-    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
-    from authlib.integrations.httpx_client import OAuth2Client
-
 pytestmark = pytest.mark.integration
 
-SESSION_COOKIE = "isthmus_session"
-FLOW_COOKIE = "isthmus_flow"
-SCOPE = "openid email profile groups"
 ALICE_EMAIL = "alice@initech.example"
-ALICE_GROUPS = ["engineering", "admins"]
 PARTNER = "initech"
 CONNECTION = "initech-saml"
 CLIENT_ID = "portal"
-CLIENT_SECRET = "portal-secret-0123456789"
 EMAIL_NAMEID = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
 PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"
 
@@ -75,22 +64,10 @@ PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"
 
 
 @dataclass(frozen=True)
-class Ports:
-    hub: int
-    app: int
-
-    @property
-    def hub_url(self) -> str:
-        return f"http://127.0.0.1:{self.hub}"
-
-    @property
-    def app_callback(self) -> str:
-        # Never served: the browser stops at the redirect to it (``stop_at``), like an app.
-        return f"http://127.0.0.1:{self.app}/oidc/callback"
-
+class Ports(support.Ports):
     @property
     def acs_url(self) -> str:
-        return f"{self.hub_url}/callback/{CONNECTION}"
+        return self.hub_callback(CONNECTION)
 
     @property
     def sp_entity_id(self) -> str:
@@ -118,43 +95,11 @@ def initech(simplesamlphp_peer: StartSamlPeer) -> Iterator[SamlPeer]:
 
 
 @dataclass
-class RunningHub:
-    url: str
-    hub: Hub
-    prefix: str
-    events: list[dict[str, Any]]
-    redis: redis.Redis
-    sp_metadata: str
-
-    def keys(self, pattern: str) -> list[str]:
-        return sorted(str(k) for k in self.redis.scan_iter(match=f"{self.prefix}{pattern}"))
-
-    def session_key(self, cookie: str) -> str:
-        return f"{self.prefix}session:{hashlib.sha256(cookie.encode()).hexdigest()}"
-
-    def stored_session(self, cookie: str) -> dict[str, Any] | None:
-        raw = self.redis.get(self.session_key(cookie))
-        return None if raw is None else dict(json.loads(str(raw)))
-
-    def events_named(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == name]
-
-    def discovery(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/.well-known/openid-configuration", timeout=5)
-        assert response.status_code == 200, response.text
-        return dict(response.json())
+class SamlHub(RunningHub):
+    sp_metadata: str = ""
 
 
-StartHub = Callable[..., RunningHub]
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
+StartHub = Callable[..., SamlHub]
 
 
 @pytest.fixture
@@ -173,13 +118,14 @@ def start_hub(
         connection: dict[str, Any] | None = None,
         require_signed_authnrequest: bool = False,
         encrypt_assertion: bool = False,
-    ) -> RunningHub:
-        prefix = f"it:{secrets.token_hex(6)}:"
-        config = {
-            "issuer": ports.hub_url,
-            "allow_insecure_http": True,
-            "store": {"backend": "redis", "url": redis_url, "prefix": prefix},
-            "partners": [
+    ) -> SamlHub:
+        running = serve_hub(
+            ports=ports,
+            redis_url=redis_url,
+            redis_client=redis_client,
+            asgi_server=asgi_server,
+            tmp_path=tmp_path,
+            partners=[
                 {
                     "id": PARTNER,
                     "name": "Initech",
@@ -196,20 +142,15 @@ def start_hub(
                     ],
                 }
             ],
-            "clients": [
+            clients=[
                 {
                     "client_id": CLIENT_ID,
                     "name": "Partner portal",
-                    "client_secret": CLIENT_SECRET,
+                    "client_secret": support.CLIENT_SECRET,
                     "redirect_uris": [ports.app_callback],
                 }
             ],
-        }
-        path = tmp_path / "isthmus.yaml"
-        path.write_text(yaml.safe_dump(config))
-        events: list[dict[str, Any]] = []
-        hub = build_hub(load_settings(path, env={}), audit=Audit([events.append]))
-        assert asgi_server(create_app(hub=hub), port=ports.hub) == ports.hub_url
+        )
         metadata = httpx.get(f"{ports.hub_url}/saml/{CONNECTION}/metadata", timeout=10)
         assert metadata.status_code == 200, metadata.text
         initech.register_sp(
@@ -217,22 +158,12 @@ def start_hub(
             require_signed_authnrequest=require_signed_authnrequest,
             encrypt_assertion=encrypt_assertion,
         )
-        return RunningHub(ports.hub_url, hub, prefix, events, redis_client, metadata.text)
+        return SamlHub(**vars(running), sp_metadata=metadata.text)
 
     return start
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with Browser() as b:
-        yield b
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def query_of(url: str) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def to_idp_login_form(
@@ -269,14 +200,7 @@ def response_xml(fields: dict[str, str]) -> str:
 
 
 def app_client(ports: Ports) -> OAuth2Client:
-    return OAuth2Client(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        scope=SCOPE,
-        redirect_uri=ports.app_callback,
-        code_challenge_method="S256",
-        timeout=10,
-    )
+    return support.app_client(ports, CLIENT_ID)
 
 
 @dataclass
@@ -291,14 +215,8 @@ def app_login(
     hub: RunningHub, client: OAuth2Client, browser: Browser, idp: SamlPeer, ports: Ports
 ) -> AppLogin:
     """app → /oauth2/authorize → /login → IdP → ACS → /oauth2/authorize → app → tokens."""
-    meta = hub.discovery()
-    verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
-    url, state = client.create_authorization_url(
-        meta["authorization_endpoint"], code_verifier=verifier, nonce=nonce
-    )
-    email_page = browser.get(url, stop_at=ports.app_callback)
-    assert str(email_page.url).startswith(f"{hub.url}/login?rd=%2Foauth2%2Fauthorize%3F")
-    idp_page = to_idp_login_form(browser, email_page, idp)
+    authorization = start_app_login(hub, client, browser, ports)
+    idp_page = to_idp_login_form(browser, authorization.email_page, idp)
     authn_request = authn_request_hop(browser, idp)
     posted, fields = to_hub_acs(browser, idp_page, ports, idp)
 
@@ -309,33 +227,7 @@ def app_login(
     resumed = browser.history[1]
     assert str(resumed.url).startswith(f"{ports.acs_url}?resume=")
     assert resumed.status_code == 303, resumed.text
-    assert str(done.url).startswith(f"{hub.url}/oauth2/authorize?")
-    callback = browser.location(done)
-    returned = query_of(callback)
-    assert callback.startswith(ports.app_callback + "?")
-    assert returned["state"] == state and returned["iss"] == hub.url and "error" not in returned
-
-    tokens = dict(
-        client.fetch_token(
-            meta["token_endpoint"],
-            authorization_response=callback,
-            state=state,
-            code_verifier=verifier,
-        )
-    )
-    header = jwt.get_unverified_header(tokens["id_token"])
-    keys = httpx.get(meta["jwks_uri"], timeout=5).json()["keys"]
-    jwk = next(k for k in keys if k["kid"] == header["kid"])
-    assert header["alg"] == "RS256" and "d" not in jwk
-    claims: dict[str, Any] = jwt.decode(
-        tokens["id_token"],
-        jwt.PyJWK(jwk, algorithm="RS256"),
-        algorithms=["RS256"],
-        audience=CLIENT_ID,
-        issuer=hub.url,
-        options={"require": ["iss", "sub", "aud", "exp", "iat", "nonce"]},
-    )
-    assert claims["nonce"] == nonce
+    tokens, claims = finish_app_login(authorization, hub, client, browser, done, ports)
     return AppLogin(tokens, claims, response_xml(fields), authn_request)
 
 
