@@ -81,12 +81,6 @@ def idp(simplesamlphp_peer: StartSamlPeer, sp: PlainSP) -> Iterator[SamlPeer]:
     peer.stop()
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with Browser() as b:
-        yield b
-
-
 def saml_post_form(page: httpx.Response, acs_url: str) -> dict[str, str]:
     """The IdP's auto-POST form to the SP's ACS: its fields (never submitted here)."""
     assert page.status_code == 200, page.text[:1500]

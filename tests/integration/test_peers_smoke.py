@@ -6,8 +6,6 @@ and the RP helper before the hub's own integration tests rely on them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,12 +57,6 @@ def globex(oidc_provider_peer: StartPeer) -> Peer:
             }
         ],
     )
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with Browser() as b:
-        yield b
 
 
 def rp_for(peer: Peer) -> OidcRP:
