@@ -246,43 +246,35 @@ class SamlKeyPair:
         return base64.b64encode(self.certificate.public_bytes(serialization.Encoding.DER)).decode()
 
 
-@dataclass(frozen=True)
-class AuthnRequestInfo:
+@dataclass(frozen=True, kw_only=True)
+class _ReceivedInfo:
+    """What every message the SP sent carries, as read by ``FakeSamlIdP.read_*``."""
+
     id: str
-    acs_url: str | None
     issuer: str | None
     signed: bool
     binding: Literal["redirect", "post"]
     relay_state: str | None = None
     destination: str | None = None
-    name_id_format: str | None = None
     xml: bytes = b""
 
 
-@dataclass(frozen=True)
-class LogoutRequestInfo:
-    id: str
-    issuer: str | None
+@dataclass(frozen=True, kw_only=True)
+class AuthnRequestInfo(_ReceivedInfo):
+    acs_url: str | None
+    name_id_format: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogoutRequestInfo(_ReceivedInfo):
     name_id: str | None
     session_index: str | None
-    destination: str | None
-    signed: bool
-    binding: Literal["redirect", "post"]
-    relay_state: str | None = None
-    xml: bytes = b""
 
 
-@dataclass(frozen=True)
-class LogoutResponseInfo:
-    id: str
+@dataclass(frozen=True, kw_only=True)
+class LogoutResponseInfo(_ReceivedInfo):
     in_response_to: str | None
     status: str | None
-    issuer: str | None
-    destination: str | None
-    signed: bool
-    binding: Literal["redirect", "post"]
-    relay_state: str | None = None
-    xml: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -292,6 +284,18 @@ class _Message:
     relay_state: str | None
     signed: bool
     xml: bytes
+
+    def info(self) -> dict[str, Any]:
+        """The fields every ``*Info`` shares."""
+        return {
+            "id": self.root.get("ID", ""),
+            "issuer": _text(self.root.find("saml:Issuer", NS)),
+            "signed": self.signed,
+            "binding": self.binding,
+            "relay_state": self.relay_state,
+            "destination": self.root.get("Destination"),
+            "xml": self.xml,
+        }
 
 
 class FakeSamlIdP:
@@ -434,17 +438,16 @@ class FakeSamlIdP:
         """A SAML Response (XML bytes) answering ``in_response_to`` (None: unsolicited)."""
         person = self.user(user)
         response_id = response_id or _new_id()
-        root = etree.Element(_q(SAMLP, "Response"), nsmap={"samlp": SAMLP, "saml": SAML})
-        root.set("ID", response_id)
-        root.set("Version", "2.0")
-        root.set("IssueInstant", self._instant(issue_instant))
-        _set(root, "Destination", acs_url if destination is DEFAULT else destination)
-        _set(root, "InResponseTo", in_response_to)
         issuer = self.entity_id if issuer is DEFAULT else issuer
-        if issuer is not None:
-            etree.SubElement(root, _q(SAML, "Issuer")).text = issuer
-        status_el = etree.SubElement(root, _q(SAMLP, "Status"))
-        etree.SubElement(status_el, _q(SAMLP, "StatusCode"), Value=status)
+        root = self._protocol_message(
+            "Response",
+            response_id,
+            issue_instant=issue_instant,
+            destination=acs_url if destination is DEFAULT else destination,
+            in_response_to=in_response_to,
+            issuer=issuer,
+        )
+        status_el = _status(root, status)
         if status_message is not None:
             etree.SubElement(status_el, _q(SAMLP, "StatusMessage")).text = status_message
         if status != STATUS_SUCCESS:
@@ -579,15 +582,9 @@ class FakeSamlIdP:
         root = message.root
         policy = root.find("samlp:NameIDPolicy", NS)
         return AuthnRequestInfo(
-            id=root.get("ID", ""),
+            **message.info(),
             acs_url=root.get("AssertionConsumerServiceURL"),
-            issuer=_text(root.find("saml:Issuer", NS)),
-            signed=message.signed,
-            binding=message.binding,
-            relay_state=message.relay_state,
-            destination=root.get("Destination"),
             name_id_format=None if policy is None else policy.get("Format"),
-            xml=message.xml,
         )
 
     def read_logout_request(
@@ -596,15 +593,9 @@ class FakeSamlIdP:
         message = self._read(url_or_params, "SAMLRequest", "LogoutRequest", sp_cert)
         root = message.root
         return LogoutRequestInfo(
-            id=root.get("ID", ""),
-            issuer=_text(root.find("saml:Issuer", NS)),
+            **message.info(),
             name_id=_text(root.find("saml:NameID", NS)),
             session_index=_text(root.find("samlp:SessionIndex", NS)),
-            destination=root.get("Destination"),
-            signed=message.signed,
-            binding=message.binding,
-            relay_state=message.relay_state,
-            xml=message.xml,
         )
 
     def read_logout_response(
@@ -614,15 +605,9 @@ class FakeSamlIdP:
         root = message.root
         code = root.find("samlp:Status/samlp:StatusCode", NS)
         return LogoutResponseInfo(
-            id=root.get("ID", ""),
+            **message.info(),
             in_response_to=root.get("InResponseTo"),
             status=None if code is None else code.get("Value"),
-            issuer=_text(root.find("saml:Issuer", NS)),
-            destination=root.get("Destination"),
-            signed=message.signed,
-            binding=message.binding,
-            relay_state=message.relay_state,
-            xml=message.xml,
         )
 
     def _read(
@@ -677,15 +662,13 @@ class FakeSamlIdP:
         """An IdP-initiated LogoutRequest. ``sign`` embeds an XML signature (HTTP-POST);
         for HTTP-Redirect build it with ``sign=False`` and let ``redirect_url`` sign."""
         request_id = request_id or _new_id()
-        root = etree.Element(_q(SAMLP, "LogoutRequest"), nsmap={"samlp": SAMLP, "saml": SAML})
-        root.set("ID", request_id)
-        root.set("Version", "2.0")
-        root.set("IssueInstant", self._instant(0))
-        root.set("Destination", destination)
+        root = self._protocol_message(
+            "LogoutRequest",
+            request_id,
+            destination=destination,
+            issuer=self.entity_id if issuer is DEFAULT else issuer,
+        )
         _set(root, "NotOnOrAfter", self._instant(not_on_or_after))
-        issuer = self.entity_id if issuer is DEFAULT else issuer
-        if issuer is not None:
-            etree.SubElement(root, _q(SAML, "Issuer")).text = issuer
         nid = etree.SubElement(root, _q(SAML, "NameID"))
         _set(nid, "Format", name_id_format)
         _set(nid, "SPNameQualifier", sp_entity_id)
@@ -707,17 +690,14 @@ class FakeSamlIdP:
     ) -> bytes:
         """The IdP's answer to the SP's LogoutRequest (``sign`` as in ``logout_request``)."""
         response_id = _new_id()
-        root = etree.Element(_q(SAMLP, "LogoutResponse"), nsmap={"samlp": SAMLP, "saml": SAML})
-        root.set("ID", response_id)
-        root.set("Version", "2.0")
-        root.set("IssueInstant", self._instant(0))
-        root.set("Destination", destination)
-        root.set("InResponseTo", in_response_to)
-        issuer = self.entity_id if issuer is DEFAULT else issuer
-        if issuer is not None:
-            etree.SubElement(root, _q(SAML, "Issuer")).text = issuer
-        status_el = etree.SubElement(root, _q(SAMLP, "Status"))
-        etree.SubElement(status_el, _q(SAMLP, "StatusCode"), Value=status)
+        root = self._protocol_message(
+            "LogoutResponse",
+            response_id,
+            destination=destination,
+            in_response_to=in_response_to,
+            issuer=self.entity_id if issuer is DEFAULT else issuer,
+        )
+        _status(root, status)
         xml = _serialize(root)
         return self.sign(xml, response_id, signer=signer) if sign else xml
 
@@ -734,6 +714,28 @@ class FakeSamlIdP:
         """Enveloped RSA-SHA256 signature (exclusive c14n) over the element ``element_id``,
         placed right after its Issuer. ``transforms`` replaces the usual two (hostile tests)."""
         return sign_element(xml, element_id, signer or self.signing_key, transforms=transforms)
+
+    def _protocol_message(
+        self,
+        name: str,
+        message_id: str,
+        *,
+        issue_instant: float = 0,
+        destination: str | None,
+        in_response_to: str | None = None,
+        issuer: str | None,
+    ) -> etree._Element:
+        """A samlp:``name`` with its ID, Version, IssueInstant, Destination, InResponseTo
+        (``None`` leaves an attribute out) and Issuer."""
+        root = etree.Element(_q(SAMLP, name), nsmap={"samlp": SAMLP, "saml": SAML})
+        root.set("ID", message_id)
+        root.set("Version", "2.0")
+        root.set("IssueInstant", self._instant(issue_instant))
+        _set(root, "Destination", destination)
+        _set(root, "InResponseTo", in_response_to)
+        if issuer is not None:
+            etree.SubElement(root, _q(SAML, "Issuer")).text = issuer
+        return root
 
     def _instant(self, offset: float | None) -> str | None:
         if offset is None:
@@ -951,6 +953,12 @@ def _by_id(root: etree._Element, element_id: str) -> etree._Element:
 
 def _serialize(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _status(root: etree._Element, status: str) -> etree._Element:
+    status_el = etree.SubElement(root, _q(SAMLP, "Status"))
+    etree.SubElement(status_el, _q(SAMLP, "StatusCode"), Value=status)
+    return status_el
 
 
 def _q(namespace: str, name: str) -> str:
