@@ -177,16 +177,34 @@ async def token_request(
     return await http.post("/oauth2/token", data=form, headers=headers or {})
 
 
-async def confidential_tokens(browser: Browser, **extra: str) -> dict[str, Any]:
-    code = await browser.code("orders", APP_CB, **extra)
+async def confidential_tokens(
+    browser: Browser, *, client_id: str = "orders", redirect_uri: str = APP_CB, **extra: str
+) -> dict[str, Any]:
+    """The code flow of a ``client_secret_basic`` client (``orders`` by default): its tokens."""
+    code = await browser.code(client_id, redirect_uri, **extra)
     response = await token_request(
         browser.http,
-        {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
-        basic("orders"),
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+        basic(client_id),
     )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def secret_post_token_response(browser: Browser) -> httpx.Response:
+    """The code flow of ``orders-post`` (``client_secret_post``): the token response."""
+    code = await browser.code("orders-post", APP_CB)
+    return await token_request(
+        browser.http,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": APP_CB,
+            "client_id": "orders-post",
+            "client_secret": SECRET,
+        },
+    )
 
 
 async def public_tokens(browser: Browser) -> dict[str, Any]:
@@ -207,8 +225,11 @@ async def public_tokens(browser: Browser) -> dict[str, Any]:
     return body
 
 
-async def validate_id_token(http: httpx.AsyncClient, token: str, audience: str) -> dict[str, Any]:
-    """What a relying party does: keys from the published JWKS, pyjwt, strict claims."""
+async def verify_hub_jwt(
+    http: httpx.AsyncClient, token: str, audience: str, require: list[str]
+) -> dict[str, Any]:
+    """A hub-signed JWT checked as a relying party does: the key from the published JWKS,
+    pyjwt, issuer and audience, the ``require``d claims present."""
     jwks = (await http.get("/oauth2/jwks")).json()
     kid = jwt.get_unverified_header(token)["kid"]
     jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
@@ -218,9 +239,14 @@ async def validate_id_token(http: httpx.AsyncClient, token: str, audience: str) 
         algorithms=[jwk["alg"]],
         audience=audience,
         issuer=ISSUER,
-        options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+        options={"require": require},
     )
     return claims
+
+
+async def validate_id_token(http: httpx.AsyncClient, token: str, audience: str) -> dict[str, Any]:
+    """What a relying party does: keys from the published JWKS, pyjwt, strict claims."""
+    return await verify_hub_jwt(http, token, audience, ["exp", "iat", "sub", "aud", "iss"])
 
 
 def form_encode(data: dict[str, str]) -> str:

@@ -25,18 +25,17 @@ from federation.settings import ClientSettings, SamlConnectionSettings, Settings
 from federation.web.app import create_app
 from tests.fakes.saml_idp import FakeSamlIdP, SamlUser
 from tests.oidc.support import (
-    APP_CB,
     ISSUER,
     SECRET,
     Browser,
     Env,
-    basic,
     confidential_tokens,
     make_env,
     make_settings,
-    pkce_pair,
-    token_request,
+    public_tokens,
+    secret_post_token_response,
     validate_id_token,
+    verify_hub_jwt,
 )
 
 ORDERS_BC = "https://orders.app.test/backchannel-logout"
@@ -144,17 +143,9 @@ async def hub_logout(env: Env) -> httpx.Response:
 
 async def verify_logout_token(http: httpx.AsyncClient, token: str, audience: str) -> dict[str, Any]:
     """A relying party's checks (Back-Channel Logout 1.0 §2.6), keys from /oauth2/jwks."""
-    header = jwt.get_unverified_header(token)
-    assert header["typ"] == "logout+jwt"
-    jwks = (await http.get("/oauth2/jwks")).json()
-    jwk = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
-    claims: dict[str, Any] = jwt.decode(
-        token,
-        jwt.PyJWK(jwk).key,
-        algorithms=[jwk["alg"]],
-        audience=audience,
-        issuer=ISSUER,
-        options={"require": ["iss", "aud", "iat", "exp", "jti", "events"]},
+    assert jwt.get_unverified_header(token)["typ"] == "logout+jwt"
+    claims = await verify_hub_jwt(
+        http, token, audience, ["iss", "aud", "iat", "exp", "jti", "events"]
     )
     assert claims["events"] == {EVENT: {}}
     assert "nonce" not in claims
@@ -163,15 +154,7 @@ async def verify_logout_token(http: httpx.AsyncClient, token: str, audience: str
 
 
 async def reports_tokens(browser: Browser) -> dict[str, Any]:
-    code = await browser.code("reports", REPORTS_CB)
-    response = await token_request(
-        browser.http,
-        {"grant_type": "authorization_code", "code": code, "redirect_uri": REPORTS_CB},
-        basic("reports"),
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return await confidential_tokens(browser, client_id="reports", redirect_uri=REPORTS_CB)
 
 
 def backchannel_events(env: Env) -> list[dict[str, Any]]:
@@ -234,17 +217,7 @@ async def test_clients_without_uri_or_without_tokens_get_nothing(
     browser: Browser, env: Env, receiver: Receiver
 ) -> None:
     # orders-post has no back-channel URI; reports and spa have one but got no tokens here
-    code = await browser.code("orders-post", APP_CB)
-    response = await token_request(
-        env.http,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": APP_CB,
-            "client_id": "orders-post",
-            "client_secret": SECRET,
-        },
-    )
+    response = await secret_post_token_response(browser)
     assert response.status_code == 200
     await browser.code("reports", REPORTS_CB)  # a code, never exchanged: no tokens
     await hub_logout(env)
@@ -289,19 +262,7 @@ async def test_rp_initiated_logout_sends_logout_tokens(
 async def test_public_client_with_pkce_is_told_too(
     browser: Browser, env: Env, receiver: Receiver
 ) -> None:
-    verifier, challenge = pkce_pair()
-    code = await browser.code("spa", SPA_CB, code_challenge=challenge, code_challenge_method="S256")
-    response = await token_request(
-        env.http,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": SPA_CB,
-            "client_id": "spa",
-            "code_verifier": verifier,
-        },
-    )
-    assert response.status_code == 200
+    await public_tokens(browser)  # asserts a 200 token response
     await hub_logout(env)
     await env.hub.backchannel.drain()
     (token,) = receiver.tokens_for(SPA_BC)

@@ -23,6 +23,7 @@ from tests.oidc.support import (
     pkce_pair,
     public_tokens,
     query_of,
+    secret_post_token_response,
     token_request,
     validate_id_token,
 )
@@ -89,17 +90,7 @@ async def test_public_client_full_login_with_pkce(browser: Browser, env: Env) ->
 
 
 async def test_client_secret_post(browser: Browser, env: Env) -> None:
-    code = await browser.code("orders-post", APP_CB)
-    response = await token_request(
-        env.http,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": APP_CB,
-            "client_id": "orders-post",
-            "client_secret": SECRET,
-        },
-    )
+    response = await secret_post_token_response(browser)
     assert response.status_code == 200, response.text
 
 
