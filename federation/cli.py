@@ -7,12 +7,14 @@ with status 1; they never show a traceback.
 from __future__ import annotations
 
 import json
+import re
+import socket
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, Protocol
 
 import typer
 
@@ -33,6 +35,7 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 
 DEMO_ORIGIN = "http://127.0.0.1:8080"
+DEMO_ORDERS_UPSTREAM = "http://127.0.0.1:8081"  # demo.yaml's orders upstream, moved at start
 KeyAlg = Literal["RS256", "ES256"]
 
 
@@ -128,13 +131,19 @@ class DemoUser:
     note: str
 
 
-def demo_settings(host: str = "127.0.0.1", port: int = 8080) -> Settings:
-    """The packaged demo configuration, moved to ``host:port``; ISTHMUS_* is ignored."""
+def demo_settings(host: str = "127.0.0.1", port: int = 8080, orders_port: int = 8081) -> Settings:
+    """The packaged demo configuration, moved to ``host:port`` (the hub) and ``orders_port``
+    (the proxied orders app, always on 127.0.0.1); ISTHMUS_* is ignored."""
     text = resources.files("federation.demo").joinpath("demo.yaml").read_text(encoding="utf-8")
-    origin = demo_origin(host, port)
-    text = text.replace(DEMO_ORIGIN, origin)
-    text = text.replace("host: 127.0.0.1", f"host: {json.dumps(host)}")
-    text = text.replace("port: 8080", f"port: {port}")
+    replacements = {
+        DEMO_ORIGIN: demo_origin(host, port),
+        DEMO_ORDERS_UPSTREAM: f"http://127.0.0.1:{orders_port}",
+        "host: 127.0.0.1": f"host: {json.dumps(host)}",
+        "port: 8080": f"port: {port}",
+    }
+    # One pass: a replacement is never replaced again (port 8081 for the hub, say).
+    pattern = re.compile("|".join(re.escape(old) for old in replacements))
+    text = pattern.sub(lambda m: replacements[m.group(0)], text)
     with tempfile.TemporaryDirectory(prefix="isthmus-demo-") as tmp:
         path = Path(tmp) / "demo.yaml"
         path.write_text(text, encoding="utf-8")
@@ -163,8 +172,12 @@ def demo_users(settings: Settings) -> list[DemoUser]:
 
 
 def build_demo_app(settings: Settings) -> Any:
-    """The hub with the demo app mounted at /demo-app (the hub's own app is not modified)."""
+    """The hub with the demo app mounted at /demo-app (the hub's own app is not modified),
+    and the proxied orders app, served on its own port while the hub runs (lifespan)."""
+    from urllib.parse import urlsplit
+
     from federation.demo.app import DemoAppConfig, create_demo_app
+    from federation.demo.orders import OrdersServer, create_orders_app
     from federation.web.app import create_app
 
     hub_app = create_app(settings)
@@ -181,18 +194,39 @@ def build_demo_app(settings: Settings) -> Any:
             scopes=client.scopes,
         )
     )
-    return PrefixDispatcher("/demo-app", demo, hub_app)
+    orders = next(a for a in settings.apps if a.id == "orders")
+    upstream = urlsplit(orders.upstreams[0])
+    orders_app = create_orders_app(
+        origin,
+        app_id=orders.id,
+        prefix=orders.path_prefix,
+        assertion_header=orders.assertion_header or "X-Isthmus-Assertion",
+    )
+    orders_server = OrdersServer(orders_app, upstream.hostname or "127.0.0.1", upstream.port or 80)
+    return PrefixDispatcher("/demo-app", demo, hub_app, companions=(orders_server,))
+
+
+class Companion(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 class PrefixDispatcher:
-    """Send ``/demo-app`` and below to the demo app, everything else (and lifespan) to the hub."""
+    """Send ``/demo-app`` and below to the demo app, everything else (and lifespan) to the hub.
 
-    def __init__(self, prefix: str, mounted: Any, default: Any) -> None:
+    ``companions`` (the demo's orders server) start before the hub's lifespan starts up and
+    stop before it shuts down: they live in the same event loop as the hub.
+    """
+
+    def __init__(
+        self, prefix: str, mounted: Any, default: Any, companions: tuple[Companion, ...] = ()
+    ) -> None:
         from starlette.routing import Mount
 
         self.prefix = prefix
         self.mount = Mount(prefix, app=mounted)
         self.default = default
+        self.companions = companions
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         from starlette.responses import RedirectResponse
@@ -207,17 +241,51 @@ class PrefixDispatcher:
             if match is Match.FULL:
                 await self.mount.handle({**scope, **child_scope}, receive, send)
                 return
+        elif scope["type"] == "lifespan" and self.companions:
+            await self.default(scope, self._lifespan_receive(receive), send)
+            return
         await self.default(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Any) -> Any:
+        started: list[Companion] = []
+
+        async def wrapped() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # A failure here fails the start-up (the hub reports it and exits).
+                try:
+                    for companion in self.companions:
+                        await companion.start()
+                        started.append(companion)
+                except BaseException:
+                    while started:
+                        await started.pop().stop()
+                    raise
+            elif message["type"] == "lifespan.shutdown":
+                while started:
+                    await started.pop().stop()
+            return message
+
+        return wrapped
 
 
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8080,
+    orders_port: Annotated[
+        int,
+        typer.Option(
+            help="127.0.0.1 port of the proxied orders app (0: any free port).",
+            min=0,
+            max=65535,
+        ),
+    ] = 0,
 ) -> None:
-    """Run a self-contained demo: demo partners on a mock IdP, an in-memory hub and a demo app."""
+    """Run a self-contained demo: demo partners on a mock IdP, an in-memory hub, a demo app
+    and a proxied app guarded by a per-partner policy."""
     try:
-        settings = demo_settings(host, port)
+        settings = demo_settings(host, port, orders_port or _free_loopback_port())
     except ConfigError as exc:  # only if the packaged file and the options disagree
         typer.echo(problem_report("demo configuration", exc), err=True)
         raise typer.Exit(1) from None
@@ -226,10 +294,18 @@ def demo(
     _run(asgi_app, host, port)
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def demo_banner(settings: Settings) -> str:
     origin = settings.issuer.rstrip("/")
     unknown = "someone@unknown.example"
     width = max(len(unknown), *(len(u.email) for u in demo_users(settings)))
+    orders = next(a for a in settings.apps if a.id == "orders")
+    app_url = f"{origin}{orders.path_prefix.rstrip('/')}"
     lines = [
         "",
         "Isthmus demo — in-memory store and keys, demo partners on a mock IdP (no passwords).",
@@ -242,6 +318,12 @@ def demo_banner(settings: Settings) -> str:
     lines += [f"    {u.email:<{width}}  {u.partner} ({u.note})" for u in demo_users(settings)]
     lines += [
         f"    {unknown:<{width}}  no such partner: the sign-in page says so",
+        "",
+        f"  The proxied app (policy per partner): {app_url}/",
+        f"    open it as alice@acme.example, then {app_url}/admin (denied: staff only);",
+        f"    as carol@globex.example only {app_url}/reports is allowed;",
+        "    erin@initech.example may open everything.",
+        f"    The app itself listens on {orders.upstreams[0]}: called directly it answers 401.",
         "",
         "  Press Ctrl+C to stop. Nothing is kept.",
         "",

@@ -32,10 +32,15 @@ def form_fields(page: str, form_id: str) -> tuple[str, str, dict[str, str]]:
 
 
 async def drive_sign_in(
-    browser: httpx.AsyncClient, email: str, *, connection: str | None = None
+    browser: httpx.AsyncClient,
+    email: str,
+    *,
+    connection: str | None = None,
+    start: str = "/demo-app/login",
 ) -> httpx.Response:
-    """Sign in through the demo app like a person would; returns the last page."""
-    page = await browser.get("/demo-app/login")
+    """Sign in like a person would, from the demo app (or from ``start``: any page that
+    leads to the hub's sign-in page); returns the last page. Follows redirects."""
+    page = await browser.get(start)
     assert page.status_code == 200 and 'id="login-form"' in page.text, page.text
     _, action, fields = form_fields(page.text, "login-form")
     page = await browser.post(action, data={**fields, "email": email})
@@ -96,6 +101,7 @@ async def test_sign_in_shows_partner_claims_and_sign_out_ends_the_hub_session(
     assert claim(page.text, "iss") == ORIGIN
     assert claim(page.text, "aud") == "demo-app"
     assert '"partner_id": "acme"' in html.unescape(page.text)  # userinfo agrees
+    assert 'href="/orders/"' in page.text  # next: the proxied app
     assert (await browser.get("/")).text.count("alice@acme.example") >= 1  # hub session
 
     page = await browser.get("/demo-app/logout")

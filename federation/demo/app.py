@@ -442,7 +442,11 @@ def _signed_in_body(user: Mapping[str, Any]) -> str:
             '<h2>Userinfo</h2><pre id="userinfo">'
             f"{html.escape(json.dumps(userinfo, indent=2, sort_keys=True))}</pre>"
         )
-    body += '<p><a class="button" id="sign-out" href="logout">Sign out</a></p>'
+    body += (
+        '<p id="next">Next: the <a href="/orders/">orders app</a> behind the hub\'s proxy, '
+        "guarded by a policy per partner.</p>"
+        '<p><a class="button" id="sign-out" href="logout">Sign out</a></p>'
+    )
     return body
 
 
