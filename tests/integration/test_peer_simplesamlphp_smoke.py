@@ -12,11 +12,13 @@ unknown SP refused; OID attribute names; single logout initiated by the SP and b
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -61,6 +63,25 @@ def plain_sp(tmp_path_factory: pytest.TempPathFactory, base: str, name: str) -> 
     )
 
 
+@contextlib.contextmanager
+def peer_of(
+    start: StartSamlPeer, sp: PlainSP, name: str, *, by_metadata: bool = False, **kwargs: Any
+) -> Iterator[SamlPeer]:
+    """A running peer that knows ``sp`` (by its parts, or by its metadata), trusted by it;
+    stopped afterwards."""
+    known: dict[str, Any] = (
+        {"sp_metadata_xml": sp.metadata_xml()}
+        if by_metadata
+        else {"sp_entity_id": sp.entity_id, "sp_acs_url": sp.acs_url, "sp_cert_pem": sp.cert_pem}
+    )
+    peer = start(name, email_domain="initech.example", **known, **kwargs)
+    try:
+        sp.trust(peer.metadata_xml())
+        yield peer
+    finally:
+        peer.stop()
+
+
 @pytest.fixture(scope="module")
 def sp(tmp_path_factory: pytest.TempPathFactory, sp_base: str) -> PlainSP:
     return plain_sp(tmp_path_factory, sp_base, "sp")
@@ -68,17 +89,8 @@ def sp(tmp_path_factory: pytest.TempPathFactory, sp_base: str) -> PlainSP:
 
 @pytest.fixture(scope="module")
 def idp(simplesamlphp_peer: StartSamlPeer, sp: PlainSP) -> Iterator[SamlPeer]:
-    peer = simplesamlphp_peer(
-        "smoke-idp",
-        sp_entity_id=sp.entity_id,
-        sp_acs_url=sp.acs_url,
-        sp_slo_url=sp.slo_url,
-        sp_cert_pem=sp.cert_pem,
-        email_domain="initech.example",
-    )
-    sp.trust(peer.metadata_xml())
-    yield peer
-    peer.stop()
+    with peer_of(simplesamlphp_peer, sp, "smoke-idp", sp_slo_url=sp.slo_url) as peer:
+        yield peer
 
 
 def saml_post_form(page: httpx.Response, acs_url: str) -> dict[str, str]:
@@ -190,16 +202,9 @@ def test_unsigned_authnrequest_refused_when_signatures_are_required(
     browser: Browser,
 ) -> None:
     strict_sp = plain_sp(tmp_path_factory, sp_base, "strict")
-    peer = simplesamlphp_peer(
-        "smoke-strict",
-        sp_entity_id=strict_sp.entity_id,
-        sp_acs_url=strict_sp.acs_url,
-        sp_cert_pem=strict_sp.cert_pem,
-        email_domain="initech.example",
-        require_signed_authnrequest=True,
-    )
-    try:
-        strict_sp.trust(peer.metadata_xml())
+    with peer_of(
+        simplesamlphp_peer, strict_sp, "smoke-strict", require_signed_authnrequest=True
+    ) as peer:
         unsigned, _ = strict_sp.authn_request_url("rs", sign=False)
         assert "Signature=" not in unsigned
         refused = browser.get(unsigned)
@@ -208,8 +213,6 @@ def test_unsigned_authnrequest_refused_when_signatures_are_required(
 
         fields, request_id = sp_login(browser, strict_sp, peer)
         assert strict_sp.parse_response(fields["SAMLResponse"], request_id).name_id.text
-    finally:
-        peer.stop()
 
 
 def test_encrypted_assertion(
@@ -219,25 +222,15 @@ def test_encrypted_assertion(
     browser: Browser,
 ) -> None:
     enc_sp = plain_sp(tmp_path_factory, sp_base, "enc")
-    peer = simplesamlphp_peer(
-        "smoke-enc",
-        sp_entity_id=enc_sp.entity_id,
-        sp_acs_url=enc_sp.acs_url,
-        sp_cert_pem=enc_sp.cert_pem,
-        email_domain="initech.example",
-        encrypt_assertion=True,
-        sign_response=False,
-    )
-    try:
-        enc_sp.trust(peer.metadata_xml())
+    with peer_of(
+        simplesamlphp_peer, enc_sp, "smoke-enc", encrypt_assertion=True, sign_response=False
+    ) as peer:
         fields, request_id = sp_login(browser, enc_sp, peer)
         xml = response_xml(fields)
         assert "<saml:EncryptedAssertion" in xml and "alice@initech.example" not in xml
         assert not re.search(r"<ds:Signature[\s>]", xml)  # the signed assertion is encrypted
         response = enc_sp.parse_response(fields["SAMLResponse"], request_id)
         assert response.get_identity() == ALICE_ATTRIBUTES
-    finally:
-        peer.stop()
 
 
 def test_sp_registered_by_metadata_xml_oid_attributes_unknown_sp_refused(
@@ -247,15 +240,14 @@ def test_sp_registered_by_metadata_xml_oid_attributes_unknown_sp_refused(
     browser: Browser,
 ) -> None:
     md_sp = plain_sp(tmp_path_factory, sp_base, "by-metadata")
-    peer = simplesamlphp_peer(
+    with peer_of(
+        simplesamlphp_peer,
+        md_sp,
         "smoke-md",
-        sp_metadata_xml=md_sp.metadata_xml(),
-        email_domain="initech.example",
+        by_metadata=True,
         attribute_nameformat="uri",
         users=[{"username": "alice", "password": "alice-password", "groups": ["ops"]}],
-    )
-    try:
-        md_sp.trust(peer.metadata_xml())
+    ) as peer:
         fields, request_id = sp_login(browser, md_sp, peer)
         xml = response_xml(fields)
         assert 'Name="urn:oid:1.2.840.113549.1.9.1"' in xml  # email (PKCS #9)
@@ -272,8 +264,6 @@ def test_sp_registered_by_metadata_xml_oid_attributes_unknown_sp_refused(
         late.trust(peer.metadata_xml())
         page = browser.get(peer.idp_initiated_url(late.entity_id, "rs-late"))
         assert late.parse_response(saml_post_form(page, late.acs_url)["SAMLResponse"], None)
-    finally:
-        peer.stop()
 
 
 # --- single logout -----------------------------------------------------------------------------
