@@ -22,6 +22,7 @@ IdP that is down before the redirect and at the callback (502 page, audited).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -514,15 +515,26 @@ def test_logout_ends_the_session_in_redis(
 # --- 5. the partner IdP is down ------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def lone_partner(
+    start_hub: StartHub, start: StartPeer, ports: Ports, partner_id: str, kind: str
+) -> Iterator[tuple[Peer, RunningHub]]:
+    """A hub whose only partner is ``partner_id`` (acr/amr not trusted) with its own IdP,
+    stopped afterwards."""
+    domain, connection_id = f"{partner_id}.example", f"{partner_id}-oidc"
+    peer = partner_idp(start, ports, f"{partner_id}-idp", connection_id, email_domain=domain)
+    try:
+        spec = PartnerSpec(partner_id, kind, domain, connection_id, False)
+        yield peer, start_hub([partner_entry(spec, peer)])
+    finally:
+        peer.stop()
+
+
 def test_partner_idp_down_before_the_redirect(
     start_hub: StartHub, oidc_provider_peer: StartPeer, ports: Ports, browser: Browser
 ) -> None:
-    peer = partner_idp(
-        oidc_provider_peer, ports, "initech-idp", "initech-oidc", email_domain="initech.example"
-    )
-    try:
-        spec = PartnerSpec("initech", "subcontractor", "initech.example", "initech-oidc", False)
-        hub = start_hub([partner_entry(spec, peer)])
+    partner = lone_partner(start_hub, oidc_provider_peer, ports, "initech", "subcontractor")
+    with partner as (peer, hub):
         peer.stop()  # before the hub ever fetched its discovery document
 
         email_page = browser.get(f"{hub.url}/login")
@@ -537,19 +549,13 @@ def test_partner_idp_down_before_the_redirect(
         assert failed["reason"] == "upstream_error" and failed["partner"] == "initech"
         assert failed["connection"] == "initech-oidc" and failed["request_id"] == request_id
         assert hub.events_named("login.started") == []
-    finally:
-        peer.stop()
 
 
 def test_partner_idp_down_at_the_callback(
     start_hub: StartHub, oidc_provider_peer: StartPeer, ports: Ports, browser: Browser
 ) -> None:
-    peer = partner_idp(
-        oidc_provider_peer, ports, "umbrella-idp", "umbrella-oidc", email_domain="umbrella.example"
-    )
-    try:
-        spec = PartnerSpec("umbrella", "distributor", "umbrella.example", "umbrella-oidc", False)
-        hub = start_hub([partner_entry(spec, peer)])
+    partner = lone_partner(start_hub, oidc_provider_peer, ports, "umbrella", "distributor")
+    with partner as (peer, hub):
         idp_page = to_partner_idp(
             browser, browser.get(f"{hub.url}/login"), "alice@umbrella.example", peer
         )
@@ -564,5 +570,3 @@ def test_partner_idp_down_at_the_callback(
         assert failed["outcome"] == "failure" and failed["reason"] == "upstream_error"
         assert failed["partner"] == "umbrella" and failed["request_id"] == request_id
         assert "token endpoint unreachable" in failed["detail"]
-    finally:
-        peer.stop()
