@@ -136,7 +136,10 @@ async def test_the_admin_area_is_denied_to_acme_with_the_public_reason(
 
     page = await browser.get("/orders/admin")
     assert page.status_code == 403
-    assert "The orders admin area is for Initech staff only." in html.unescape(page.text)
+    text = html.unescape(page.text)
+    assert "The orders admin area is for Initech staff only." in text
+    assert "<h1>Access denied</h1>" in text and "only.." not in text
+    assert 'href="/logout">Sign in as someone else' in text
     assert 'id="order-form"' not in page.text  # the hub answered; the app was not asked
 
     refused = await browser.get("/orders/admin/users", headers={"Accept": "application/json"})

@@ -68,7 +68,7 @@ class Denied(AccessDenied):
     """A policy refusal; the public message states the reasons the policy shows."""
 
     def __init__(self, verdict: Verdict) -> None:
-        reasons = "; ".join(verdict.reasons)
+        reasons = "; ".join(r.rstrip(". ") for r in verdict.reasons)
         message = "You do not have access to this page" + (f": {reasons}." if reasons else ".")
         super().__init__(f"app {verdict.app.id}: denied {verdict.path}", public_message=message)
         self.reasons = verdict.reasons
