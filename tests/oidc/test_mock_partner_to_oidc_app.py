@@ -373,18 +373,24 @@ async def test_redirect_uri_must_match_at_the_token_endpoint(browser: Browser, e
 # --- authorization request refusals --------------------------------------------------------
 
 
-async def test_unknown_client_is_a_page_not_a_redirect(browser: Browser, env: Env) -> None:
+async def refused_authorize_page(env: Env, client_id: str, redirect_uri: str) -> httpx.Response:
+    """An authorization request the hub cannot redirect back: an HTML page, no redirect."""
     response = await env.http.get(
         "/oauth2/authorize",
         headers={"Accept": "text/html"},
         params={
             "response_type": "code",
-            "client_id": "nobody",
-            "redirect_uri": APP_CB,
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
             "scope": "openid",
         },
     )
     assert response.status_code == 400 and "location" not in response.headers
+    return response
+
+
+async def test_unknown_client_is_a_page_not_a_redirect(browser: Browser, env: Env) -> None:
+    response = await refused_authorize_page(env, "nobody", APP_CB)
     assert "invalid_request" in response.text
     assert env.failures("oidc.authorize")[-1]["client"] == "nobody"
 
@@ -393,17 +399,7 @@ async def test_unknown_client_is_a_page_not_a_redirect(browser: Browser, env: En
     "uri", [APP_CB + "/", APP_CB + "?x=1", "https://evil.test/callback", APP_CB.upper()]
 )
 async def test_mismatched_redirect_uri_is_a_page(browser: Browser, env: Env, uri: str) -> None:
-    response = await env.http.get(
-        "/oauth2/authorize",
-        headers={"Accept": "text/html"},
-        params={
-            "response_type": "code",
-            "client_id": "orders",
-            "redirect_uri": uri,
-            "scope": "openid",
-        },
-    )
-    assert response.status_code == 400 and "location" not in response.headers
+    response = await refused_authorize_page(env, "orders", uri)
     assert "invalid_redirect_uri" in response.text
     assert env.failures("oidc.authorize")[-1]["reason"] == "invalid_redirect_uri"
 
