@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ def serve_hub(
     return RunningHub(ports.hub_url, hub, prefix, events, redis_client)
 
 
+ServeHub = Callable[..., RunningHub]  # serve_hub with the test's ports, Redis, server (conftest)
+
+
 # --- an OIDC app of the hub --------------------------------------------------------------------
 
 
@@ -223,6 +227,7 @@ __all__ = [
     "OAuth2Client",
     "Ports",
     "RunningHub",
+    "ServeHub",
     "app_client",
     "finish_app_login",
     "hub_jwk_key",

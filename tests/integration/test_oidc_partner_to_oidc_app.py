@@ -28,12 +28,10 @@ import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from tests.integration.support import (
     ALICE_GROUPS,
@@ -44,13 +42,12 @@ from tests.integration.support import (
     OAuth2Client,
     Ports,
     RunningHub,
+    ServeHub,
     finish_app_login,
     query_of,
-    serve_hub,
     start_app_login,
 )
 from tests.integration.support import app_client as oauth2_client
-from tests.peers.asgi import ServeApp
 from tests.peers.browser import Browser, find_form
 from tests.peers.common import free_port
 from tests.peers.oidc_provider import Peer, StartPeer
@@ -187,22 +184,11 @@ StartHub = Callable[[list[dict[str, Any]]], RunningHub]
 
 
 @pytest.fixture
-def start_hub(
-    ports: Ports,
-    redis_url: str,
-    redis_client: redis.Redis,
-    asgi_server: ServeApp,
-    tmp_path: Path,
-) -> StartHub:
+def start_hub(ports: Ports, hub_server: ServeHub) -> StartHub:
     """Write a settings file, load it like ``isthmus serve`` does, serve the hub on its port."""
 
     def start(partners: list[dict[str, Any]]) -> RunningHub:
-        return serve_hub(
-            ports=ports,
-            redis_url=redis_url,
-            redis_client=redis_client,
-            asgi_server=asgi_server,
-            tmp_path=tmp_path,
+        return hub_server(
             partners=partners,
             clients=[
                 {

@@ -27,12 +27,10 @@ import base64
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from tests.integration import support
 from tests.integration.support import (
@@ -41,11 +39,10 @@ from tests.integration.support import (
     SESSION_COOKIE,
     OAuth2Client,
     RunningHub,
+    ServeHub,
     finish_app_login,
-    serve_hub,
     start_app_login,
 )
-from tests.peers.asgi import ServeApp
 from tests.peers.browser import Browser, find_form
 from tests.peers.common import free_port
 from tests.peers.simplesamlphp import SamlPeer, StartSamlPeer, redirect_message
@@ -103,14 +100,7 @@ StartHub = Callable[..., SamlHub]
 
 
 @pytest.fixture
-def start_hub(
-    ports: Ports,
-    redis_url: str,
-    redis_client: redis.Redis,
-    asgi_server: ServeApp,
-    tmp_path: Path,
-    initech: SamlPeer,
-) -> StartHub:
+def start_hub(ports: Ports, hub_server: ServeHub, initech: SamlPeer) -> StartHub:
     """Serve the hub with initech's ``saml`` connection, then register it with the IdP."""
 
     def start(
@@ -119,12 +109,7 @@ def start_hub(
         require_signed_authnrequest: bool = False,
         encrypt_assertion: bool = False,
     ) -> SamlHub:
-        running = serve_hub(
-            ports=ports,
-            redis_url=redis_url,
-            redis_client=redis_client,
-            asgi_server=asgi_server,
-            tmp_path=tmp_path,
+        running = hub_server(
             partners=[
                 {
                     "id": PARTNER,
