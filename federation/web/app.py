@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
     # Requests for a proxied app go to the proxy (their bodies stream to the app, outside
     # the hub's body limit); everything else to the hub's own routes.
     app.add_middleware(ProxyMiddleware, proxy=proxy)
+    app.add_middleware(forward_auth.EdgeMiddleware, host_app=app, proxy=proxy)
     app.add_middleware(RequestIdMiddleware)
     return app
 

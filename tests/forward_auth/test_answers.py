@@ -7,8 +7,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
 from federation import jose
+from federation.errors import StoreUnavailable
 from federation.hub import Hub
 from tests.broker.conftest import BASE
 from tests.forward_auth.conftest import ORDERS_HOST
@@ -129,3 +131,18 @@ async def test_edge_that_forgot_its_headers_is_told(
         assert answer.status_code == 400, bad
     odd_method = await nginx(edge, "/orders/7", cookies["acme"], "GET /x")
     assert odd_method.status_code == 400
+
+
+async def test_store_down_is_a_clear_503_not_a_decision(
+    edge: httpx.AsyncClient, cookies: dict[str, str], hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed (invariant 7) on the edge's fast path too: mapped like every error."""
+
+    async def unreachable(key: str) -> None:
+        raise StoreUnavailable("redis GET failed: ConnectionError")
+
+    monkeypatch.setattr(hub.store, "get", unreachable)
+    answer = await nginx(edge, "/orders/1", cookies["acme"])
+    assert answer.status_code == 503
+    assert answer.headers["x-request-id"] in answer.text
+    assert "temporarily_unavailable" in answer.text and "ConnectionError" not in answer.text
