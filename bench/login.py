@@ -278,6 +278,26 @@ def _token(rng: random.Random, nbytes: int) -> str:
     return base64.urlsafe_b64encode(rng.randbytes(nbytes)).rstrip(b"=").decode()
 
 
+def app_authorization(rng: random.Random) -> tuple[str, str, str, str]:
+    """The app's side of a login: PKCE verifier, state, nonce and its authorize URL."""
+    verifier = _token(rng, 48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    state, nonce = _token(rng, 12), _token(rng, 12)
+    authorize = "/oauth2/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": "orders",
+            "redirect_uri": APP_CB,
+            "scope": "openid email profile groups",
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": challenge.rstrip(b"=").decode(),
+            "code_challenge_method": "S256",
+        }
+    )
+    return verifier, state, nonce, authorize
+
+
 @dataclass
 class LoginSample:
     """One login. Per step: wall time, time at the IdP, time inside the hub's ASGI app."""
@@ -308,21 +328,7 @@ async def one_login(r: Rig, check: bool = False) -> LoginSample:
     """One full login (the six steps of the module docstring), timed step by step."""
     clock = time.perf_counter_ns
     begin = clock()
-    verifier = _token(r.rng, 48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    app_state, app_nonce = _token(r.rng, 12), _token(r.rng, 12)
-    authorize = "/oauth2/authorize?" + urlencode(
-        {
-            "response_type": "code",
-            "client_id": "orders",
-            "redirect_uri": APP_CB,
-            "scope": "openid email profile groups",
-            "state": app_state,
-            "nonce": app_nonce,
-            "code_challenge": challenge.rstrip(b"=").decode(),
-            "code_challenge_method": "S256",
-        }
-    )
+    verifier, app_state, app_nonce, authorize = app_authorization(r.rng)
     r.http.cookies.clear()  # a new browser for every login
     sample = LoginSample()
     store_ns, store_calls, upstream_calls = r.store.ns, r.store.calls, r.upstream.calls

@@ -136,7 +136,9 @@ def pairs(
     monday = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
     for _ in range(count):
         p = f"p{rng.randrange(n)}"
-        partner = PartnerSettings(id=p, name=p, kind=rng.choice(KINDS), status="active")
+        partner = PartnerSettings.model_validate(
+            {"id": p, "name": p, "kind": rng.choice(KINDS), "status": "active"}
+        )
         i = rng.randrange(16)
         identity = FederatedIdentity(
             partner_id=p,

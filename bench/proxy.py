@@ -64,37 +64,39 @@ POLICY = {
 def hub_settings(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> Any:
     from federation.settings import Settings
 
-    return Settings(
-        clients=clients or [],
-        issuer=f"http://127.0.0.1:{port}",
-        allow_insecure_http=True,
-        allow_mock_connections=True,
-        # wrk (and the auth_request nginx) call from 127.0.0.1: the edge forward-auth trusts.
-        trusted_proxies=["127.0.0.1/32"],
-        partners=[
-            {
-                "id": "acme",
-                "name": "Acme",
-                "kind": "supplier",
-                "status": "active",
-                "domains": ["acme.example"],
-                "connections": [
-                    {
-                        "type": "mock",
-                        "id": "acme-mock",
-                        "users": [{"subject": "alice", "email": "alice@acme.example"}],
-                    }
-                ],
-            }
-        ],
-        apps=[
-            {
-                "id": "orders",
-                "hosts": ["orders.localhost"],
-                "upstreams": [upstream],
-                "policy": POLICY,
-            }
-        ],
+    return Settings.model_validate(
+        dict(
+            clients=clients or [],
+            issuer=f"http://127.0.0.1:{port}",
+            allow_insecure_http=True,
+            allow_mock_connections=True,
+            # wrk (and the auth_request nginx) call from 127.0.0.1: the edge forward-auth trusts.
+            trusted_proxies=["127.0.0.1/32"],
+            partners=[
+                {
+                    "id": "acme",
+                    "name": "Acme",
+                    "kind": "supplier",
+                    "status": "active",
+                    "domains": ["acme.example"],
+                    "connections": [
+                        {
+                            "type": "mock",
+                            "id": "acme-mock",
+                            "users": [{"subject": "alice", "email": "alice@acme.example"}],
+                        }
+                    ],
+                }
+            ],
+            apps=[
+                {
+                    "id": "orders",
+                    "hosts": ["orders.localhost"],
+                    "upstreams": [upstream],
+                    "policy": POLICY,
+                }
+            ],
+        )
     )
 
 

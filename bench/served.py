@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
 import html
 import json
 import os
@@ -59,7 +58,7 @@ from bench.login import (
     IDP,
     TARGET,
     _check_local,
-    _token,
+    app_authorization,
     drop_prefix,
     free_port,
     machine,
@@ -198,21 +197,7 @@ def _expect(reply: Reply, status: int, step: str) -> None:
 
 async def one_login(port: int, rng: random.Random) -> dict[str, Any]:
     """The six steps of bench.login, as a new browser plus the app's back channel."""
-    verifier = _token(rng, 48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    app_state, app_nonce = _token(rng, 12), _token(rng, 12)
-    authorize = "/oauth2/authorize?" + urlencode(
-        {
-            "response_type": "code",
-            "client_id": "orders",
-            "redirect_uri": APP_CB,
-            "scope": "openid email profile groups",
-            "state": app_state,
-            "nonce": app_nonce,
-            "code_challenge": challenge.rstrip(b"=").decode(),
-            "code_challenge_method": "S256",
-        }
-    )
+    verifier, app_state, app_nonce, authorize = app_authorization(rng)
     connection = await Connection.open(port)
     try:
         browser = Browser(connection, f"127.0.0.1:{port}")
