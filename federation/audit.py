@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 AuditSink = Callable[[dict[str, Any]], None]
 _log = logging.getLogger("isthmus.audit")
@@ -33,3 +35,81 @@ class Audit:
         for sink in self.sinks:
             sink(record)
         return record
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """A filter over the audit trail; every field given must match (``None``: any).
+
+    ``user`` matches the event's subject, hub subject or email; ``event`` matches the
+    event name or, ending in ``.``, a prefix (``admin.``). Times are epoch seconds,
+    ``since`` inclusive, ``until`` exclusive. Results are newest first.
+    """
+
+    partner: str | None = None
+    user: str | None = None
+    app: str | None = None
+    event: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 100
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        ts = float(record.get("ts", 0))
+        if self.since is not None and ts < self.since:
+            return False
+        if self.until is not None and ts >= self.until:
+            return False
+        if self.partner is not None and record.get("partner") != self.partner:
+            return False
+        if self.app is not None and record.get("app") != self.app:
+            return False
+        if self.outcome is not None and record.get("outcome") != self.outcome:
+            return False
+        if self.event is not None:
+            name = str(record.get("event", ""))
+            wanted = self.event
+            if not (name.startswith(wanted) if wanted.endswith(".") else name == wanted):
+                return False
+        if self.user is not None:
+            users = (record.get("subject"), record.get("hub_subject"), record.get("email"))
+            if self.user.lower() not in {str(u).lower() for u in users if u}:
+                return False
+        return True
+
+
+class AuditLog(Protocol):
+    """The searchable audit trail (memory ring, SQLite table or Redis stream).
+
+    ``append`` takes events as :meth:`Audit.emit` built them; ``query`` returns them
+    newest first. Contract suite: ``tests/admin/test_auditlog_contract.py``.
+    """
+
+    async def append(self, records: Sequence[dict[str, Any]]) -> None: ...
+
+    async def query(self, query: AuditQuery) -> list[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryAuditLog:
+    """The last ``max_events`` events of this process (the single-process default)."""
+
+    def __init__(self, max_events: int = 200_000) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
+
+    async def append(self, records: Sequence[dict[str, Any]]) -> None:
+        self._events.extend(records)
+
+    async def query(self, query: AuditQuery) -> list[dict[str, Any]]:
+        found = []
+        for record in reversed(self._events):
+            if query.matches(record):
+                found.append(record)
+                if len(found) >= query.limit:
+                    break
+        return found
+
+    async def aclose(self) -> None:
+        self._events.clear()

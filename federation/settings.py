@@ -193,6 +193,21 @@ ConnectionSettings = Annotated[
 ]
 
 
+class PendingDomain(Strict):
+    """A domain a partner claims, waiting for its DNS TXT proof (see docs/admin.md)."""
+
+    name: str
+    token: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    requested_at: datetime
+
+    @field_validator("name")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not _is_domain(value):
+            raise ValueError(f"{value!r} is not a domain name")
+        return value.lower()
+
+
 class PartnerSettings(Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     name: str
@@ -202,6 +217,8 @@ class PartnerSettings(Strict):
     contract: ContractWindow = ContractWindow()
     sponsors: tuple[str, ...] = ()
     connections: tuple[ConnectionSettings, ...] = ()
+    # Domains claimed but not yet proven (DNS TXT): they never route a login.
+    pending_domains: tuple[PendingDomain, ...] = ()
 
     @field_validator("domains")
     @classmethod
@@ -342,6 +359,44 @@ class TokenSettings(Strict):
     leeway_seconds: int = Field(default=30, ge=0, le=300)
 
 
+class RegistrySettings(Strict):
+    """Where partners, apps, clients and policies live once the hub runs (docs/admin.md).
+
+    ``memory``: seeded from this file at every start, lost at exit (one process, demos).
+    ``sqlite``: a file that survives restarts (one replica). ``redis``: shared by every
+    replica (the store's Redis unless ``url`` is given; persist it with AOF or RDB).
+    """
+
+    backend: Literal["memory", "sqlite", "redis"] = "memory"
+    path: Path | None = None
+    url: str | None = None
+    # Replicas poll the registry's revision this often: a change is live everywhere
+    # within this interval (the replica that made it sees it at once).
+    poll_seconds: float = Field(default=0.5, ge=0.05, le=5.0)
+    # Audit events kept for search and export (oldest dropped first).
+    audit_max_events: int = Field(default=200_000, ge=1000)
+
+
+class AdminSettings(Strict):
+    """Who may use the admin API and console: roles the intranet IdP asserts."""
+
+    enabled: bool = True
+    # An identity of an ``internal`` partner with this role (or group) is a hub admin.
+    admin_role: str = "isthmus-admin"
+    # Read-only admin: every document and the audit trail, no change.
+    auditor_role: str = "isthmus-auditor"
+    # Any partner's identity with this role administers its own partner only.
+    partner_admin_role: str = "partner-admin"
+
+
+class DnsSettings(Strict):
+    """The resolver used to check domain-ownership TXT records (system resolver if empty)."""
+
+    nameservers: tuple[str, ...] = ()
+    port: int = Field(default=53, ge=1, le=65535)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+
+
 class ListenSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -367,6 +422,9 @@ class Settings(BaseSettings):
     keys: KeySettings = KeySettings()
     session: SessionSettings = SessionSettings()
     tokens: TokenSettings = TokenSettings()
+    registry: RegistrySettings = RegistrySettings()
+    admin: AdminSettings = AdminSettings()
+    dns: DnsSettings = DnsSettings()
     partners: tuple[PartnerSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
     apps: tuple[AppSettings, ...] = ()
@@ -504,6 +562,10 @@ def _semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     yield from _url_problems("issuer", settings.issuer, settings, allow_path=True)
     if settings.store.backend == "redis" and not settings.store.url:
         yield "store.url", "required when store.backend is 'redis'"
+    if settings.registry.backend == "sqlite" and settings.registry.path is None:
+        yield "registry.path", "required when registry.backend is 'sqlite'"
+    if settings.registry.backend == "redis" and not (settings.registry.url or settings.store.url):
+        yield "registry.url", "required when registry.backend is 'redis' (or set store.url)"
     yield from _partner_problems(settings)
     yield from _client_problems(settings)
     yield from _app_problems(settings)
