@@ -2,49 +2,170 @@
 
 The web layer reaches it as ``request.app.state.hub``; protocol code receives the parts
 it needs as arguments and never sees the web framework.
+
+Partners, clients, apps and policies live in the registry's documents
+(:mod:`federation.admin`); :attr:`Hub.catalog` is their compiled snapshot, swapped whole
+when they change. ``hub.settings`` and ``hub.registry`` always read the current one.
+Until :meth:`Hub.start` the catalog is the settings file's own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors.base import CallbackConnector, ClosableConnector
 from connectors.registry import ConnectorContext, ConnectorRegistry, default_registry
-from federation.audit import Audit
+from federation.admin.catalog import Catalog, compile_catalog, documents_of_settings, static_catalog
+from federation.admin.documents import DocumentStore, SqliteDocumentStore, Write
+from federation.audit import Audit, AuditLog, MemoryAuditLog
+from federation.errors import StoreUnavailable
 from federation.keys import KeyManager
 from federation.oidc.backchannel import BackchannelSender
-from federation.registry import Partner, Registry, StaticRegistry
+from federation.registry import Partner
 from federation.sessions import SessionManager
-from federation.settings import Settings
+from federation.settings import ClientSettings, ConnectionSettings, PartnerSettings, Settings
 from federation.stores.base import Store
 from federation.stores.memory import MemoryStore
+
+_log = logging.getLogger("isthmus.registry")
+
+
+class LiveRegistry:
+    """The :class:`~federation.registry.Registry` of whatever catalog is current: hand
+    it to anything that keeps a registry (it never goes stale)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def partner(self, partner_id: str) -> Partner | None:
+        return self._hub.catalog.registry.partner(partner_id)
+
+    def partners(self) -> Sequence[Partner]:
+        return self._hub.catalog.registry.partners()
+
+    def partner_for_domain(self, domain: str) -> Partner | None:
+        return self._hub.catalog.registry.partner_for_domain(domain)
+
+    def connection(self, connection_id: str) -> tuple[Partner, ConnectionSettings] | None:
+        return self._hub.catalog.registry.connection(connection_id)
+
+    def client(self, client_id: str) -> ClientSettings | None:
+        return self._hub.catalog.registry.client(client_id)
 
 
 @dataclass
 class Hub:
-    settings: Settings
-    registry: Registry
+    base_settings: Settings
     store: Store
     keys: KeyManager
     connector_types: ConnectorRegistry
     context: ConnectorContext
     audit: Audit
+    documents: DocumentStore
+    audit_log: AuditLog
     clock: Callable[[], float] = time.time
+    catalog: Catalog = field(init=False)
+    registry: LiveRegistry = field(init=False)
     _connectors: dict[str, tuple[Partner, CallbackConnector]] = field(default_factory=dict)
+    # What each cached connector was built from: a change rebuilds it.
+    _built_from: dict[str, tuple[PartnerSettings, ConnectionSettings]] = field(default_factory=dict)
     # OIDC back-channel logout: told (in the background) whenever sessions end.
     backchannel: BackchannelSender = field(init=False)
+    _loaded: bool = False
+    _watcher: asyncio.Task[None] | None = None
+    _load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
+        self.catalog = static_catalog(self.base_settings)
+        self.registry = LiveRegistry(self)
         self.backchannel = BackchannelSender(
             self.issuer, self.registry, self.store, self.keys, self.audit, clock=self.clock
         )
 
     @property
+    def settings(self) -> Settings:
+        """The settings file with the registry's partners, clients and apps in it."""
+        return self.catalog.settings
+
+    @property
     def issuer(self) -> str:
-        return self.settings.issuer.rstrip("/")
+        return self.base_settings.issuer.rstrip("/")
+
+    # ------------------------------------------------------------------ the registry
+    async def start(self) -> None:
+        """Load the registry (seeding it from the settings file) and follow its changes."""
+        await self.ready()
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="isthmus-registry-watch")
+
+    async def ready(self) -> None:
+        """Seed and load the registry once (the watcher is :meth:`start`'s)."""
+        async with self._load_lock:
+            if not self._loaded:
+                await self._seed()
+                await self._reload_locked(force=True)
+                self._loaded = True
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Take the registry's current documents if they changed; True when swapped."""
+        async with self._load_lock:
+            return await self._reload_locked(force=force)
+
+    async def _reload_locked(self, *, force: bool) -> bool:
+        revision = await self.documents.revision()
+        if not force and revision == self.catalog.revision:
+            return False
+        documents = await self.documents.documents()
+        self._swap(compile_catalog(self.base_settings, documents, revision))
+        return True
+
+    def _swap(self, catalog: Catalog) -> None:
+        """Make ``catalog`` current; connectors whose partner or connection changed are
+        rebuilt on next use (their HTTP pools closed in the background)."""
+        self.catalog = catalog
+        for connection_id, (_, connector) in list(self._connectors.items()):
+            entry = catalog.registry.connection(connection_id)
+            built_from = self._built_from.get(connection_id)
+            if entry is not None and built_from == (entry[0].settings, entry[1]):
+                continue
+            del self._connectors[connection_id]
+            if isinstance(connector, ClosableConnector):
+                _background(connector.aclose())
+
+    async def _seed(self) -> None:
+        """Write the settings file's documents the registry does not hold yet."""
+        seeds = list(documents_of_settings(self.base_settings))
+        present = {d.key: d for d in await self.documents.documents()}
+        writes = [Write(k, i, spec, 0) for k, i, spec in seeds if (k, i) not in present]
+        for kind, doc_id, spec in seeds:
+            found = present.get((kind, doc_id))
+            if found is not None and found.spec != spec:
+                _log.warning(
+                    "%s/%s in the settings file differs from the registry: the registry "
+                    "wins (change it with the admin API or `isthmus apply`)",
+                    kind,
+                    doc_id,
+                )
+        if writes:
+            await self.documents.apply(writes, actor="settings-file", reason="seed")
+
+    async def _watch(self) -> None:
+        interval = self.base_settings.registry.poll_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload()
+            except StoreUnavailable as exc:
+                _log.warning("registry unreachable, keeping the current catalog: %s", exc)
+            except Exception:
+                _log.exception("registry could not be loaded, keeping the current catalog")
 
     @property
     def sessions(self) -> SessionManager:
@@ -68,17 +189,25 @@ class Hub:
                 self.connector_types.build(partner.settings, connection, self.context),
             )
             self._connectors[connection_id] = found
+            self._built_from[connection_id] = (partner.settings, connection)
         return found
 
     async def aclose(self) -> None:
-        """Release what the hub holds: back-channel deliveries under way and their HTTP
-        pool, connectors' HTTP pools, then the store."""
+        """Release what the hub holds: the registry watcher, back-channel deliveries under
+        way and their HTTP pool, connectors' HTTP pools, then the stores."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         await self.backchannel.aclose()
         for _, connector in self._connectors.values():
             if isinstance(connector, ClosableConnector):
                 await connector.aclose()
         self._connectors.clear()
         await self.store.aclose()
+        await self.documents.aclose()
+        await self.audit_log.aclose()
 
     def callback_url(self, connection_id: str) -> str:
         return f"{self.issuer}/callback/{connection_id}"
@@ -110,15 +239,57 @@ def build_hub(
     if context.replay is None:
         context = dataclasses.replace(context, replay=StoreReplayCache(store))
     return Hub(
-        settings=settings,
-        registry=StaticRegistry.from_settings(settings),
+        base_settings=settings,
         store=store,
         keys=KeyManager(settings.keys.path, settings.keys.algorithm),
         connector_types=connector_types or default_registry(),
         context=context,
         audit=audit or Audit(),
+        documents=make_documents(settings),
+        audit_log=make_audit_log(settings),
         clock=clock,
     )
+
+
+def make_documents(settings: Settings) -> DocumentStore:
+    registry = settings.registry
+    if registry.backend == "sqlite":
+        assert registry.path is not None
+        return SqliteDocumentStore(str(registry.path))
+    if registry.backend == "redis":
+        from federation.admin.redis_documents import RedisDocumentStore
+
+        url = registry.url or settings.store.url
+        assert url is not None
+        return RedisDocumentStore.from_url(url, prefix=f"{settings.store.prefix}registry:")
+    return SqliteDocumentStore(":memory:")
+
+
+def make_audit_log(settings: Settings) -> AuditLog:
+    registry = settings.registry
+    if registry.backend == "sqlite":
+        from federation.admin.auditlogs import SqliteAuditLog
+
+        assert registry.path is not None
+        return SqliteAuditLog(str(registry.path), max_events=registry.audit_max_events)
+    if registry.backend == "redis":
+        from federation.admin.auditlogs import RedisAuditLog
+
+        url = registry.url or settings.store.url
+        assert url is not None
+        return RedisAuditLog.from_url(
+            url, prefix=f"{settings.store.prefix}audit:", max_events=registry.audit_max_events
+        )
+    return MemoryAuditLog(registry.audit_max_events)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 def make_store(settings: Settings) -> Store:

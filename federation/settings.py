@@ -1,7 +1,7 @@
 """Typed settings: a YAML file plus ``ISTHMUS_*`` environment overrides.
 
 Loading reports every problem at once, each with the dotted path of the bad key
-(pydantic's validation plus the cross-checks in :func:`_semantic_problems`), and unknown
+(pydantic's validation plus the cross-checks in :func:`semantic_problems`), and unknown
 keys are refused. ``isthmus check-config FILE`` and start-up share :func:`load_settings`.
 """
 
@@ -461,7 +461,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     except ValidationError as exc:
         structural = [(_dotted(e["loc"]), e["msg"]) for e in exc.errors()]
         raise ConfigError(structural + _salvaged_problems(data, environ, exc)) from None
-    problems = list(_semantic_problems(settings))
+    problems = list(semantic_problems(settings))
     if problems:
         raise ConfigError(problems)
     return settings
@@ -497,7 +497,7 @@ def _salvaged_problems(
         settings = _validate(sound, environ)
     except ValidationError:
         return []
-    return [(_original_path(path, kept), msg) for path, msg in _semantic_problems(settings)]
+    return [(_original_path(path, kept), msg) for path, msg in semantic_problems(settings)]
 
 
 def _original_path(path: str, kept: Mapping[str, list[int]]) -> str:
@@ -558,7 +558,7 @@ def _is_domain(value: str) -> bool:
     )
 
 
-def _semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+def semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     yield from _url_problems("issuer", settings.issuer, settings, allow_path=True)
     if settings.store.backend == "redis" and not settings.store.url:
         yield "store.url", "required when store.backend is 'redis'"

@@ -10,16 +10,15 @@ cannot be loaded is a refusal; a store error propagates (the error mapper gives 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import policies
 from federation.hub import Hub
 from federation.proxy.headers import hub_subject
+from federation.proxy.policyset import PolicySet, load_app_policy
 from federation.registry import Partner
 from federation.sessions import Session
 from federation.settings import AppSettings, PartnerStatus
@@ -58,42 +57,6 @@ class Verdict:
         return self.outcome.status
 
 
-def load_app_policy(app: AppSettings) -> policies.Policy:
-    """The app's compiled policy; no policy at all means deny all (never allow all)."""
-    insensitive = app.case_insensitive_paths
-    if app.policy_file is not None:
-        return policies.load_policy(
-            Path(app.policy_file),
-            name=str(app.policy_file),
-            app_id=app.id,
-            case_insensitive_paths=insensitive,
-        )
-    if app.policy is not None:
-        return policies.load_policy(
-            app.policy,
-            name=f"apps.{app.id}.policy",
-            app_id=app.id,
-            case_insensitive_paths=insensitive,
-        )
-    return policies.DENY_ALL
-
-
-class PolicySet:
-    """Policies of every app, compiled once at start-up."""
-
-    def __init__(self, apps: Iterable[AppSettings]) -> None:
-        self._policies = {app.id: load_app_policy(app) for app in apps}
-
-    @classmethod
-    def of(cls, policies_by_app: Mapping[str, policies.Policy]) -> PolicySet:
-        made = cls(())
-        made._policies = dict(policies_by_app)
-        return made
-
-    def policy(self, app_id: str) -> policies.Policy:
-        return self._policies.get(app_id, policies.DENY_ALL)
-
-
 class Decider:
     def __init__(self, hub: Hub, policy_set: PolicySet) -> None:
         self.hub = hub
@@ -121,12 +84,15 @@ class Decider:
             return verdict
         identity = session.identity
         partner = self.hub.registry.partner(identity.partner_id)
-        if partner is None or partner.settings.status is not PartnerStatus.active:
+        now = datetime.fromtimestamp(self.hub.clock(), UTC)
+        # Suspended, offboarded, or outside its contract window: every session of the
+        # partner stops at once, on every replica (the registry is shared).
+        if partner is None or not partner.may_sign_in(now):
             reasons = ("your company's access is not active",)
             verdict = Verdict(Outcome.deny, app, path, reasons, request_id, session, partner)
-            self._audit(verdict, method, source_ip, ("partner not found or not active",))
+            why = "partner not found" if partner is None else _inactive_reason(partner, now)
+            self._audit(verdict, method, source_ip, (why,))
             return verdict
-        now = datetime.fromtimestamp(self.hub.clock(), UTC)
         decision = self.policies.policy(app.id).decide(
             policies.Subject(identity, partner.settings),
             policies.AccessRequest(method, path, host, source_ip, now),
@@ -167,3 +133,9 @@ class Decider:
             )
         outcome = "success" if verdict.allowed else "failure"
         self.hub.audit.emit("proxy.decision", outcome=outcome, **fields)
+
+
+def _inactive_reason(partner: Partner, now: datetime) -> str:
+    if partner.settings.status is not PartnerStatus.active:
+        return f"partner {partner.id} is {partner.settings.status.value}"
+    return f"partner {partner.id} is outside its contract window"

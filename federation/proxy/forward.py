@@ -79,14 +79,36 @@ class Proxy:
 
     def __init__(self, hub: Hub, *, policy_set: PolicySet | None = None) -> None:
         self.hub = hub
-        self.router = Router(hub.settings.apps)
-        self.decider = Decider(hub, policy_set or PolicySet(hub.settings.apps))
+        # A fixed policy set (tests) is kept; else each catalog brings its policies.
+        self._fixed_policies = policy_set
+        self._catalog = hub.catalog
+        self._router = Router(hub.settings.apps)
+        self._decider = Decider(hub, policy_set or hub.catalog.policies)
         self.assertions = AssertionIssuer(hub.keys, hub.issuer, clock=hub.clock)
         self.trusted = TrustedProxies(hub.settings.trusted_proxies)
         self.hub_host = urlsplit(hub.issuer).netloc.lower()
         self.cookie_name = hub.settings.session.cookie_name
         self._client: aiohttp.ClientSession | None = None
         self._timeouts: dict[str, tuple[AppSettings, aiohttp.ClientTimeout]] = {}
+
+    @property
+    def router(self) -> Router:
+        """The routes of the current catalog (rebuilt once when the registry changes)."""
+        if self._catalog is not self.hub.catalog:
+            self._follow_catalog()
+        return self._router
+
+    @property
+    def decider(self) -> Decider:
+        if self._catalog is not self.hub.catalog:
+            self._follow_catalog()
+        return self._decider
+
+    def _follow_catalog(self) -> None:
+        catalog = self.hub.catalog
+        self._router = Router(catalog.settings.apps)
+        self._decider = Decider(self.hub, self._fixed_policies or catalog.policies)
+        self._catalog = catalog
 
     async def start(self) -> None:
         if self._client is None and self.router:

@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()  # the registry: loaded (seeded from the file) and followed
         await proxy.start()
         try:
             yield

@@ -112,25 +112,38 @@ class OriginalRequest:
 class ForwardAuth:
     """What a decision needs: the reverse proxy's parts (see :func:`engine`)."""
 
-    hub: Hub
-    router: Router
-    decider: Decider
-    assertions: AssertionIssuer
-    trusted: TrustedProxies
-    return_origins: tuple[str, ...]
+    proxy: Proxy
 
     @classmethod
     def of(cls, proxy: Proxy) -> ForwardAuth:
-        """Forward-auth on the reverse proxy's own router, decider and assertion issuer."""
-        hub = proxy.hub
-        return cls(
-            hub,
-            proxy.router,
-            proxy.decider,
-            proxy.assertions,
-            proxy.trusted,
-            app_origins(hub.settings.apps, hub.issuer),
-        )
+        """Forward-auth on the reverse proxy's own router, decider and assertion issuer
+        (which follow the registry as it changes)."""
+        return cls(proxy)
+
+    @property
+    def hub(self) -> Hub:
+        return self.proxy.hub
+
+    @property
+    def router(self) -> Router:
+        return self.proxy.router
+
+    @property
+    def decider(self) -> Decider:
+        return self.proxy.decider
+
+    @property
+    def assertions(self) -> AssertionIssuer:
+        return self.proxy.assertions
+
+    @property
+    def trusted(self) -> TrustedProxies:
+        return self.proxy.trusted
+
+    @property
+    def return_origins(self) -> tuple[str, ...]:
+        hub = self.hub
+        return app_origins(hub.settings.apps, hub.issuer)
 
     # ------------------------------------------------------------------ the original request
     def original(self, request: Request, dialect: Dialect) -> OriginalRequest:

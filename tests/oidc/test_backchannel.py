@@ -412,14 +412,14 @@ async def test_saml_idp_initiated_logout_sends_logout_tokens(
 
 
 def test_backchannel_uri_is_checked_like_other_uris() -> None:
-    from federation.settings import _semantic_problems
+    from federation.settings import semantic_problems
 
     settings = backchannel_settings().model_copy(update={"allow_insecure_http": False})
     bad = settings.clients[0].model_copy(
         update={"backchannel_logout_uri": "http://orders.app.test/bc#frag"}
     )
     problems = dict(
-        _semantic_problems(settings.model_copy(update={"clients": (bad, *settings.clients[1:])}))
+        semantic_problems(settings.model_copy(update={"clients": (bad, *settings.clients[1:])}))
     )
     assert "clients.0.backchannel_logout_uri" in problems
 

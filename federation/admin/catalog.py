@@ -1,0 +1,232 @@
+"""The registry as the hub reads it: one immutable snapshot compiled from the documents.
+
+:func:`compile_catalog` turns the stored documents into a :class:`Catalog` — the settings
+with the registry's partners, clients and apps in them, the lookup registry, and every
+app's compiled policy — or refuses with :class:`InvalidDocuments` listing every problem
+(kind, id, dotted field, message). The admin service compiles the registry *as it would
+be* before writing anything, so a write that would break a rule across documents (a
+domain claimed twice, a policy for a missing app) is refused and nothing is half-written.
+
+Document kinds and their models:
+
+========== ================================ ===================================
+kind       spec                             id
+========== ================================ ===================================
+partner    :class:`PartnerSettings`         ``id``
+app        :class:`AppSettings`             ``id`` (no inline ``policy``: see policy)
+client     :class:`ClientSettings`          ``client_id``
+policy     the policy language (policies/)  the app's id
+api_token  :class:`ApiTokenSpec`            the token's public id
+========== ================================ ===================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+import policies
+from federation.admin.documents import Document, Spec
+from federation.admin.tokens import ApiTokenSpec
+from federation.errors import IsthmusError
+from federation.proxy.policyset import PolicySet
+from federation.registry import StaticRegistry
+from federation.settings import (
+    AppSettings,
+    ClientSettings,
+    PartnerSettings,
+    Settings,
+    semantic_problems,
+)
+
+MODELS: dict[str, type[BaseModel]] = {
+    "partner": PartnerSettings,
+    "app": AppSettings,
+    "client": ClientSettings,
+    "api_token": ApiTokenSpec,
+}
+ID_FIELDS = {"partner": "id", "app": "id", "client": "client_id"}
+KINDS = ("partner", "app", "client", "policy", "api_token")
+# Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported).
+EXPORTED_KINDS = ("partner", "app", "client", "policy")
+_LISTS = {"partners": "partner", "clients": "client", "apps": "app"}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str
+    id: str
+    field: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.id, "field": self.field, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.id}: {self.field or '<document>'}: {self.message}"
+
+
+class InvalidDocuments(IsthmusError):
+    """Documents that cannot be taken: every problem, each with its field."""
+
+    error = "invalid_document"
+    status = 422
+    public_message = "The change was refused: see the listed problems."
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    def public_fields(self) -> dict[str, Any]:
+        return {"errors": [p.to_dict() for p in self.problems]}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    settings: Settings
+    registry: StaticRegistry
+    policies: PolicySet
+    revision: int = 0
+    documents: Mapping[tuple[str, str], Document] = field(default_factory=dict)
+    tokens: Mapping[str, ApiTokenSpec] = field(default_factory=dict)
+
+    def spec(self, kind: str, doc_id: str) -> Spec | None:
+        found = self.documents.get((kind, doc_id))
+        return found.spec if found else None
+
+
+def static_catalog(settings: Settings) -> Catalog:
+    """The catalog of a settings file alone (before the registry is loaded)."""
+    return Catalog(
+        settings, StaticRegistry.from_settings(settings), PolicySet(settings.apps), revision=0
+    )
+
+
+def dump(model: BaseModel) -> Spec:
+    """A model as a document spec: JSON types, defaults left out (small, diffable files)."""
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
+def documents_of_settings(settings: Settings) -> Iterator[tuple[str, str, Spec]]:
+    """The settings file's partners, clients, apps and policies as documents (the seed)."""
+    for partner in settings.partners:
+        yield "partner", partner.id, dump(partner)
+    for client in settings.clients:
+        yield "client", client.client_id, dump(client)
+    for app in settings.apps:
+        yield "app", app.id, dump(app.model_copy(update={"policy": None, "policy_file": None}))
+        if app.policy is not None:
+            yield "policy", app.id, dict(app.policy)
+        elif app.policy_file is not None:
+            loaded = yaml.safe_load(Path(app.policy_file).read_text(encoding="utf-8"))
+            yield "policy", app.id, loaded if isinstance(loaded, dict) else {}
+
+
+def validate_spec(kind: str, doc_id: str, spec: Spec) -> tuple[BaseModel | None, list[Problem]]:
+    """One document on its own: its model, and its id matching the document's."""
+    if kind == "policy":
+        return None, []  # checked against its app in compile_catalog
+    model_type = MODELS.get(kind)
+    if model_type is None:
+        return None, [Problem(kind, doc_id, "kind", f"unknown kind (one of {', '.join(KINDS)})")]
+    try:
+        model = model_type.model_validate(spec)
+    except ValidationError as exc:
+        return None, [Problem(kind, doc_id, _dotted(e["loc"]), e["msg"]) for e in exc.errors()]
+    if isinstance(model, AppSettings) and (model.policy or model.policy_file):
+        field_name = "policy" if model.policy else "policy_file"
+        message = f"an app's policy is its own document (kind: policy, id: {doc_id})"
+        return None, [Problem(kind, doc_id, field_name, message)]
+    id_field = ID_FIELDS.get(kind)
+    if id_field is not None and getattr(model, id_field) != doc_id:
+        return None, [Problem(kind, doc_id, id_field, f"must be {doc_id!r}, the document's id")]
+    return model, []
+
+
+def compile_catalog(base: Settings, documents: Iterable[Document], revision: int) -> Catalog:
+    """The catalog of ``documents``; :class:`InvalidDocuments` lists every problem."""
+    docs = {d.key: d for d in documents}
+    problems: list[Problem] = []
+    models: dict[str, dict[str, Any]] = {kind: {} for kind in MODELS}
+    for (kind, doc_id), doc in sorted(docs.items()):
+        model, found = validate_spec(kind, doc_id, doc.spec)
+        problems += found
+        if model is not None:
+            models[kind][doc_id] = model
+    policy_specs = {doc_id: d.spec for (kind, doc_id), d in docs.items() if kind == "policy"}
+    apps = {app_id: app for app_id, app in models["app"].items()}
+    for app_id in sorted(set(policy_specs) - set(apps)):
+        problems.append(Problem("policy", app_id, "", f"there is no app {app_id!r}"))
+    merged = base.model_copy(
+        update={
+            "partners": tuple(models["partner"].values()),
+            "clients": tuple(models["client"].values()),
+            "apps": tuple(apps.values()),
+        }
+    )
+    problems += _cross_problems(merged)
+    compiled, policy_problems = _compile_policies(apps, policy_specs)
+    problems += policy_problems
+    if problems:
+        raise InvalidDocuments(problems)
+    with_policies = merged.model_copy(
+        update={
+            "apps": tuple(
+                app.model_copy(update={"policy": policy_specs.get(app.id), "policy_file": None})
+                for app in apps.values()
+            )
+        }
+    )
+    return Catalog(
+        with_policies,
+        StaticRegistry.from_settings(with_policies),
+        PolicySet.of(compiled),
+        revision,
+        docs,
+        dict(models["api_token"]),
+    )
+
+
+def _cross_problems(merged: Settings) -> Iterator[Problem]:
+    """The settings file's cross-checks (domains owned once, ids unique, cookie reach...),
+    their ``partners.3.domains`` paths mapped back to ``partner/<id>`` and ``domains``."""
+    for path, message in semantic_problems(merged):
+        head, _, rest = path.partition(".")
+        index, _, tail = rest.partition(".")
+        kind = _LISTS.get(head)
+        if kind is None or not index.isdigit():
+            continue  # a problem of the settings file itself, reported at start-up
+        items: tuple[Any, ...] = getattr(merged, head)
+        item = items[int(index)]
+        yield Problem(kind, getattr(item, ID_FIELDS[kind]), tail, message)
+
+
+def _compile_policies(
+    apps: Mapping[str, AppSettings], specs: Mapping[str, Spec]
+) -> tuple[dict[str, policies.Policy], list[Problem]]:
+    compiled: dict[str, policies.Policy] = {}
+    problems: list[Problem] = []
+    for app_id, app in apps.items():
+        spec = specs.get(app_id)
+        if spec is None:
+            compiled[app_id] = policies.DENY_ALL
+            continue
+        try:
+            compiled[app_id] = policies.load_policy(
+                spec,
+                name=f"policy/{app_id}",
+                app_id=app_id,
+                case_insensitive_paths=app.case_insensitive_paths,
+            )
+        except policies.PolicyError as exc:
+            problems += [Problem("policy", app_id, p.field, p.message) for p in exc.problems]
+    return compiled, problems
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
