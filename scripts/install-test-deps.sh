@@ -19,7 +19,7 @@ NODE22_VERSION="22.23.3"
 APT_PACKAGES=(
   redis-server redis-tools chromium
   simplesamlphp php-cli php-xml php-mbstring php-curl xmlsec1
-  nginx-light
+  nginx-light dnsmasq-base
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }

@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.peers.asgi",
     "tests.peers.simplesamlphp",
     "tests.peers.nginx",
+    "tests.peers.dns",
 ]
