@@ -36,6 +36,13 @@ class Audit:
             sink(record)
         return record
 
+    async def flush(self) -> None:
+        """Wait until buffered sinks (the searchable audit log) hold every event so far."""
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                await flush()
+
 
 @dataclass(frozen=True, slots=True)
 class AuditQuery:

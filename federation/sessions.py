@@ -115,6 +115,20 @@ class SessionManager:
         """End every session of a partner (suspension, offboarding): on every replica."""
         return await self._end_indexed(_partner_index(partner_id))
 
+    async def end_sid(self, partner_id: str, sid: str) -> bool:
+        """End the session of ``partner_id`` known by its public ``sid`` (admins do)."""
+        index = _partner_index(partner_id)
+        for hashed in await self._store.set_members(index):
+            if _sid_of(hashed) == sid:
+                record = await self._store.take(f"session:{hashed}")
+                await self._store.delete(_sid_key(sid))
+                await self._store.set_remove(index, hashed)
+                if record is not None:
+                    identity = FederatedIdentity.from_dict(record["identity"])
+                    self._ended([EndedSession(sid, identity)])
+                return record is not None
+        return False
+
     async def end_subject(self, connection_id: str, subject: str) -> int:
         """End every session of one upstream identity (its IdP asked: SAML single logout)."""
         return await self._end_indexed(_subject_index(connection_id, subject))
@@ -164,3 +178,31 @@ def _partner_index(partner_id: str) -> str:
 
 def _subject_index(connection_id: str, subject: str) -> str:
     return f"subject-sessions:{connection_id}:{digest(subject)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """A live session as admins see it: its public ``sid``, never its cookie value."""
+
+    sid: str
+    identity: FederatedIdentity
+    created_at: int
+    expires_at: int
+
+
+async def partner_sessions(store: Store, partner_id: str, now: float) -> list[SessionSummary]:
+    """The live sessions of one partner, newest first."""
+    found = []
+    for hashed in await store.set_members(_partner_index(partner_id)):
+        record = await store.get(f"session:{hashed}")
+        if record is None or record["expires_at"] <= now:
+            continue
+        found.append(
+            SessionSummary(
+                _sid_of(hashed),
+                FederatedIdentity.from_dict(record["identity"]),
+                int(record["created_at"]),
+                int(record["expires_at"]),
+            )
+        )
+    return sorted(found, key=lambda s: s.created_at, reverse=True)

@@ -22,7 +22,7 @@ from federation.errors import IsthmusError, PayloadTooLarge
 from federation.hub import Hub, build_hub
 from federation.proxy.forward import Proxy, ProxyMiddleware
 from federation.settings import Settings
-from federation.web import errors, forward_auth, pages, provider, upstream
+from federation.web import admin_api, console, errors, forward_auth, pages, provider, upstream
 
 _log = logging.getLogger("isthmus")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -135,5 +135,7 @@ def _routes() -> list[BaseRoute]:
         *upstream.routes,
         *forward_auth.routes,
         *provider.routes,
+        *admin_api.routes,
+        *console.routes,
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]

@@ -1,0 +1,91 @@
+"""Who is calling the admin API or console (security invariant 9).
+
+Two ways in, both ending as an :class:`~federation.admin.service.Actor`:
+
+* an API token (``Authorization: Bearer isth_<id>_<secret>``): its role and partner;
+* a hub session (the hub's own login): an identity of an ``internal`` partner with the
+  admin role (or group) named in ``admin.admin_role`` is an admin, with
+  ``admin.auditor_role`` an auditor; an identity of any partner with
+  ``admin.partner_admin_role`` administers that partner only. Anyone else is nobody here.
+
+A session counts only while its partner may sign in: suspending a partner also shuts its
+partner admins out.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from federation.admin import tokens
+from federation.admin.service import Actor
+from federation.admin.tokens import Role
+from federation.errors import IsthmusError
+from federation.identity import FederatedIdentity
+from federation.settings import PartnerKind
+
+if TYPE_CHECKING:
+    from federation.hub import Hub
+
+
+class AdminAuthRequired(IsthmusError):
+    error = "unauthorized"
+    status = 401
+    public_message = "Sign in as an administrator, or send an API token."
+
+
+class NotAnAdmin(IsthmusError):
+    error = "forbidden"
+    status = 403
+    public_message = "Your account has no administrator role here."
+
+
+def actor_for_token(hub: Hub, bearer: str) -> Actor | None:
+    parsed = tokens.parse(bearer)
+    if parsed is None:
+        return None
+    token_id, secret = parsed
+    spec = hub.catalog.tokens.get(token_id)
+    if spec is None or not tokens.secret_matches(spec, secret):
+        return None
+    if spec.expires_at is not None and spec.expires_at <= datetime.now(UTC):
+        return None
+    return Actor(f"token:{spec.name}", spec.role, spec.partner_id)
+
+
+def actor_for_identity(hub: Hub, identity: FederatedIdentity) -> Actor | None:
+    partner = hub.registry.partner(identity.partner_id)
+    if partner is None or not partner.may_sign_in(datetime.fromtimestamp(hub.clock(), UTC)):
+        return None
+    held = set(identity.roles) | set(identity.groups)
+    admin = hub.settings.admin
+    who = f"{identity.email or identity.subject} ({partner.id})"
+    if partner.settings.kind is PartnerKind.internal:
+        if admin.admin_role in held:
+            return Actor(who, Role.admin)
+        if admin.auditor_role in held:
+            return Actor(who, Role.auditor)
+    if admin.partner_admin_role in held:
+        return Actor(who, Role.partner_admin, partner.id)
+    return None
+
+
+async def authenticate(hub: Hub, authorization: str | None, session_id: str | None) -> Actor:
+    """The caller's actor: 401 when nobody is signed in, 403 when they hold no admin role."""
+    if not hub.settings.admin.enabled:
+        raise NotAnAdmin("the admin API is disabled (admin.enabled: false)")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        actor = actor_for_token(hub, credentials.strip()) if scheme.lower() == "bearer" else None
+        if actor is None:
+            raise AdminAuthRequired("unknown, expired or malformed API token")
+        return actor
+    session = await hub.sessions.get(session_id) if session_id else None
+    if session is None:
+        raise AdminAuthRequired("no session and no API token")
+    actor = actor_for_identity(hub, session.identity)
+    if actor is None:
+        raise NotAnAdmin(
+            f"{session.identity.email or session.identity.subject} holds no admin role"
+        )
+    return actor
