@@ -22,6 +22,7 @@ from typing import Any
 
 from connectors.base import CallbackConnector, ClosableConnector
 from connectors.registry import ConnectorContext, ConnectorRegistry, default_registry
+from federation.admin.auditlogs import BufferedAuditSink
 from federation.admin.catalog import Catalog, compile_catalog, documents_of_settings, static_catalog
 from federation.admin.documents import DocumentStore, SqliteDocumentStore, Write
 from federation.audit import Audit, AuditLog, MemoryAuditLog
@@ -73,6 +74,7 @@ class Hub:
     clock: Callable[[], float] = time.time
     catalog: Catalog = field(init=False)
     registry: LiveRegistry = field(init=False)
+    audit_sink: BufferedAuditSink = field(init=False)
     _connectors: dict[str, tuple[Partner, CallbackConnector]] = field(default_factory=dict)
     # What each cached connector was built from: a change rebuilds it.
     _built_from: dict[str, tuple[PartnerSettings, ConnectionSettings]] = field(default_factory=dict)
@@ -85,6 +87,9 @@ class Hub:
     def __post_init__(self) -> None:
         self.catalog = static_catalog(self.base_settings)
         self.registry = LiveRegistry(self)
+        # Events reach the searchable audit log in batches, off the request path.
+        self.audit_sink = BufferedAuditSink(self.audit_log)
+        self.audit.sinks.append(self.audit_sink)
         self.backchannel = BackchannelSender(
             self.issuer, self.registry, self.store, self.keys, self.audit, clock=self.clock
         )
@@ -123,7 +128,7 @@ class Hub:
         if not force and revision == self.catalog.revision:
             return False
         documents = await self.documents.documents()
-        self._swap(compile_catalog(self.base_settings, documents, revision))
+        self._swap(compile_catalog(self.base_settings, documents, revision, strict=False))
         return True
 
     def _swap(self, catalog: Catalog) -> None:
@@ -207,6 +212,7 @@ class Hub:
         self._connectors.clear()
         await self.store.aclose()
         await self.documents.aclose()
+        await self.audit_sink.aclose()
         await self.audit_log.aclose()
 
     def callback_url(self, connection_id: str) -> str:

@@ -22,6 +22,7 @@ api_token  :class:`ApiTokenSpec`            the token's public id
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ ID_FIELDS = {"partner": "id", "app": "id", "client": "client_id"}
 KINDS = ("partner", "app", "client", "policy", "api_token")
 # Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported).
 EXPORTED_KINDS = ("partner", "app", "client", "policy")
+_log = logging.getLogger("isthmus.registry")
 _LISTS = {"partners": "partner", "clients": "client", "apps": "app"}
 
 
@@ -148,8 +150,16 @@ def validate_spec(kind: str, doc_id: str, spec: Spec) -> tuple[BaseModel | None,
     return model, []
 
 
-def compile_catalog(base: Settings, documents: Iterable[Document], revision: int) -> Catalog:
-    """The catalog of ``documents``; :class:`InvalidDocuments` lists every problem."""
+def compile_catalog(
+    base: Settings, documents: Iterable[Document], revision: int, *, strict: bool = True
+) -> Catalog:
+    """The catalog of ``documents``; :class:`InvalidDocuments` lists every problem.
+
+    Writes are checked ``strict``-ly before they are made. Loading what is stored is not:
+    a document that no longer passes (after an upgrade, say) is left out and logged, and
+    an app whose policy does not compile denies everything — fail closed, but the rest of
+    the registry keeps working.
+    """
     docs = {d.key: d for d in documents}
     problems: list[Problem] = []
     models: dict[str, dict[str, Any]] = {kind: {} for kind in MODELS}
@@ -169,11 +179,14 @@ def compile_catalog(base: Settings, documents: Iterable[Document], revision: int
             "apps": tuple(apps.values()),
         }
     )
-    problems += _cross_problems(merged)
+    if strict:
+        problems += _cross_problems(merged)
     compiled, policy_problems = _compile_policies(apps, policy_specs)
     problems += policy_problems
-    if problems:
+    if problems and strict:
         raise InvalidDocuments(problems)
+    for problem in problems:
+        _log.error("registry document left out or denying all: %s", problem)
     with_policies = merged.model_copy(
         update={
             "apps": tuple(
