@@ -7,11 +7,13 @@ any traceback go to the log only (security invariant 7).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from federation.admin.documents import VersionConflict
 from federation.errors import IsthmusError, NotFound, StoreUnavailable
 from federation.web.templating import render
 
@@ -19,6 +21,8 @@ _log = logging.getLogger("isthmus.errors")
 
 
 def wants_json(request: Request) -> bool:
+    if request.url.path.startswith("/admin/api/"):
+        return True  # the admin API answers JSON only, whatever the client accepts
     accept = request.headers.get("accept", "")
     if "text/html" in accept:
         return False
@@ -51,6 +55,7 @@ def error_response(request: Request, exc: IsthmusError, *, challenge: str = "Bea
             "error": exc.error,
             "error_description": exc.public_message,
             "request_id": request_id,
+            **public_fields(exc),
         }
         return JSONResponse(body, status_code=exc.status, headers=headers)
     response = render(
@@ -62,6 +67,21 @@ def error_response(request: Request, exc: IsthmusError, *, challenge: str = "Bea
     )
     response.headers.update(headers)
     return response
+
+
+def public_fields(exc: IsthmusError) -> dict[str, Any]:
+    """What an error adds to its JSON body: ``errors`` (kind, id, dotted field, message) of
+    refused documents, ``conflicts`` of a stale write."""
+    fields: dict[str, Any] = {}
+    extra = getattr(exc, "public_fields", None)
+    if callable(extra):
+        fields.update(extra())
+    if isinstance(exc, VersionConflict):
+        fields["conflicts"] = [
+            {"kind": kind, "id": doc_id, "expected_version": expected, "current_version": found}
+            for kind, doc_id, expected, found in exc.conflicts
+        ]
+    return fields
 
 
 async def isthmus_error(request: Request, exc: Exception) -> Response:
