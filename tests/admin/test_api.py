@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 from starlette.applications import Starlette
+from starlette.routing import Route
 
 from connectors.mock import MockConnector
 from connectors.registry import ConnectorRegistry
@@ -786,9 +787,10 @@ async def test_openapi_document_describes_every_route(
     served = {
         (method.lower(), route.path)
         for route in app.routes
-        if getattr(route, "path", "").startswith(API)
-        for method in (getattr(route, "methods", None) or ()) if method != "HEAD"
-    }  # fmt: skip
+        if isinstance(route, Route) and route.path.startswith(API)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
     described = {(m, p) for p, ops in document["paths"].items() for m in ops}
     assert served == described
     assert len(described) == len(admin_api.ENDPOINTS) + 1
