@@ -1,4 +1,5 @@
-"""The ``isthmus`` command line: demo, serve, check-config and signing-key management.
+"""The ``isthmus`` command line: demo, serve, check-config, signing keys, and the admin
+commands of :mod:`federation.cli_admin` (apply, export, audit, partners, apps, tokens).
 
 Expected failures (a bad configuration, a missing key file) print a short report and exit
 with status 1; they never show a traceback.
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal, NoReturn, Protocol
 
 import typer
 
+from federation import cli_admin
 from federation.errors import ConfigError
 from federation.keys import KeySet, load_or_create, rotate_file
 from federation.settings import Settings, load_settings
@@ -33,6 +35,7 @@ keys_app = typer.Typer(
     help="Manage the hub's signing keys (a JSON key set file).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
+cli_admin.register(app)  # apply, export, audit, partners, apps, tokens
 
 DEMO_ORIGIN = "http://127.0.0.1:8080"
 DEMO_ORDERS_UPSTREAM = "http://127.0.0.1:8081"  # demo.yaml's orders upstream, moved at start
