@@ -769,7 +769,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/tokens", "list_tokens", list_tokens, "List the API tokens", "tokens",
              ADMINS, answer=DocumentView, many=True, spec_kind="api_token"),
     Endpoint("DELETE", "/tokens/{id}", "revoke_token", revoke_token,
-             "Revoke an API token (at once, on every replica)", "tokens", ADMINS, status=204),
+             "Revoke an API token (every replica within registry.poll_seconds)", "tokens",
+             ADMINS, status=204),
     Endpoint("GET", "/me", "me", me, "Who am I (and, for a session, the CSRF token)", "me",
              answer=MeView),
 )  # fmt: skip
