@@ -161,6 +161,29 @@ class TokenCreate(Body):
     ttl_days: int | None = Field(default=None, ge=1, le=3650)
 
 
+class Inspection(Body):
+    """A partner IdP to look at before trusting it: OIDC discovery, or SAML metadata."""
+
+    protocol: Literal["oidc", "saml"]
+    connection_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    discovery_url: str | None = Field(default=None, description="oidc: issuer or discovery URL")
+    client_id: str = ""
+    client_secret: str | None = None
+    metadata_url: str | None = Field(default=None, description="saml: this, or metadata_xml")
+    metadata_xml: str | None = None
+    signing_cert_pem: str | None = Field(
+        default=None, description="saml: the certificate the metadata must be signed with"
+    )
+    idp_entity_id: str | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.protocol == "oidc" and not self.discovery_url:
+            return [("discovery_url", "required for oidc")]
+        if self.protocol == "saml" and (self.metadata_url is None) == (self.metadata_xml is None):
+            return [("metadata_url", "give metadata_url or metadata_xml (one of them)")]
+        return []
+
+
 # ---------------------------------------------------------------------- answers
 
 
@@ -250,6 +273,22 @@ class MeView(BaseModel):
 class TokenCreated(BaseModel):
     token: str = Field(description="the whole token: shown once, never stored")
     document: DocumentView
+
+
+class CheckView(BaseModel):
+    name: str
+    status: Literal["ok", "warning", "error"]
+    detail: str
+
+
+class ReportView(BaseModel):
+    ok: bool = Field(description="no error check (warnings allowed)")
+    status: Literal["ok", "warning", "error"] = Field(description="the worst check")
+    checks: list[CheckView]
+    connection: dict[str, Any] | None = Field(
+        default=None, description="inspections: suggested connection settings (secrets masked)"
+    )
+    test_login_url: str | None = None
 
 
 class ProblemView(BaseModel):
@@ -719,6 +758,49 @@ async def me(call: Call) -> Response:
     return response
 
 
+# ---------------------------------------------------------------------- onboarding
+
+
+async def inspect(call: Call) -> Response:
+    """Look at an IdP (the hub fetches the URL given: admins only)."""
+    from federation.admin import onboarding  # pysaml2 and friends: loaded on first use
+
+    body = call.parsed(Inspection)
+    if body.problems():
+        raise InvalidInput("body", body.problems())
+    context = hub_of(call.request).context
+    if body.protocol == "oidc":
+        assert body.discovery_url is not None
+        report = await onboarding.inspect_oidc(
+            body.discovery_url,
+            context,
+            connection_id=body.connection_id,
+            client_id=body.client_id,
+            client_secret=body.client_secret,
+        )
+    else:
+        report = await onboarding.inspect_saml(
+            context,
+            connection_id=body.connection_id,
+            metadata_url=body.metadata_url,
+            metadata_xml=body.metadata_xml,
+            signing_cert_pem=body.signing_cert_pem,
+            idp_entity_id=body.idp_entity_id,
+        )
+    return _json(redact(report.to_dict()))
+
+
+async def test_connection(call: Call) -> Response:
+    """Check a connection the registry holds; answer the checks and the test login link."""
+    from federation.admin import onboarding
+
+    partner_id, connection_id = call.param("id"), call.param("cid")
+    await call.service.document(call.actor, "partner", partner_id)  # 404 for other partners
+    onboarding.require_tester(call.actor, partner_id)
+    report = await onboarding.test_connection(hub_of(call.request), partner_id, connection_id)
+    return _json(redact(report.to_dict()))
+
+
 async def openapi(request: Request) -> Response:
     cookie = hub_of(request).settings.session.cookie_name
     return _json(openapi_document(cookie))
@@ -750,6 +832,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", f"{_ID}/sessions/{{sid}}", "end_session", end_session,
              "End one session (and its refresh tokens)", "partners", PARTNER_WRITERS,
              status=204),
+    Endpoint("POST", f"{_ID}/connections/{{cid}}/test", "test_connection", test_connection,
+             "Test a connection: discovery, JWKS, metadata signature, certificates, the "
+             "partner's readiness, and the test login link", "onboarding", PARTNER_WRITERS,
+             answer=ReportView),
+    Endpoint("POST", "/onboarding/inspect", "inspect_idp", inspect,
+             "Inspect an IdP from its OIDC discovery URL or SAML metadata (URL or XML): "
+             "checks, and suggested connection settings", "onboarding", ADMINS,
+             body=Inspection, answer=ReportView),
     *KindRoutes("app", "id").endpoints(READERS, ADMINS),
     *KindRoutes("client", "id").endpoints(READERS, ADMINS),
     *KindRoutes("policy", "app_id").endpoints(READERS, ADMINS),

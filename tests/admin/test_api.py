@@ -826,3 +826,100 @@ async def test_openapi_request_schemas_accept_what_the_api_takes(
     validator.validate(read)
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**read, "spec": {**read["spec"], "kind": "pirate"}})
+
+
+# ---------------------------------------------------------------------- onboarding
+
+IDP = "https://idp.newco.test"
+
+
+def newco_idp(request: httpx.Request) -> httpx.Response:
+    """A partner OIDC IdP: its discovery document and JWKS (one RS256 key)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    if request.url.path == "/.well-known/openid-configuration":
+        return httpx.Response(200, json={
+            "issuer": IDP, "authorization_endpoint": f"{IDP}/authorize",
+            "token_endpoint": f"{IDP}/token", "jwks_uri": f"{IDP}/jwks",
+            "userinfo_endpoint": f"{IDP}/userinfo", "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        })  # fmt: skip
+    if request.url.path == "/jwks":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        jwk = {**RSAAlgorithm.to_jwk(key, as_dict=True), "kid": "k1", "use": "sig",
+               "alg": "RS256"}  # fmt: skip
+        return httpx.Response(200, json={"keys": [jwk]})
+    return httpx.Response(404)
+
+
+@pytest.fixture
+async def onboarding(events: list[dict[str, Any]]) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin client of a hub whose upstream HTTP reaches the newco IdP (in-process)."""
+    from connectors.registry import ConnectorContext
+
+    context = ConnectorContext(hub_base_url=BASE, transport=httpx.MockTransport(newco_idp))
+    mock_only = ConnectorRegistry({"mock": MockConnector.from_settings})
+    hub = build_hub(api_settings(), audit=Audit([events.append]), connector_types=mock_only,
+                    context=context)  # fmt: skip
+    transport = httpx.ASGITransport(app=create_app(hub=hub))
+    headers = bearer(await mint_token(hub))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=headers) as c:
+        yield c
+
+
+async def test_inspect_an_oidc_idp_suggests_its_connection(
+    onboarding: httpx.AsyncClient,
+) -> None:
+    answer = await onboarding.post(f"{API}/onboarding/inspect", json={
+        "protocol": "oidc", "connection_id": "newco-oidc", "discovery_url": IDP,
+        "client_id": "hub", "client_secret": "newco-secret-value"})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["ok"] is True, report
+    names = {c["name"] for c in report["checks"]}
+    assert {"discovery", "jwks"} <= names
+    assert report["connection"]["issuer"] == IDP
+    assert report["connection"]["client_secret"] == REDACTED
+    assert "newco-secret-value" not in answer.text
+
+    down = await onboarding.post(
+        f"{API}/onboarding/inspect",
+        json={"protocol": "oidc", "connection_id": "x", "discovery_url": "https://gone.test"},
+    )
+    assert down.status_code == 200 and down.json()["ok"] is False  # fmt: skip
+    bad_xml = await onboarding.post(
+        f"{API}/onboarding/inspect",
+        json={"protocol": "saml", "connection_id": "x", "metadata_xml": "<not-metadata"},
+    )
+    assert bad_xml.status_code == 200 and bad_xml.json()["ok"] is False  # fmt: skip
+    for body, field in (({"protocol": "oidc", "connection_id": "x"}, "discovery_url"),
+                        ({"protocol": "saml", "connection_id": "x"}, "metadata_url"),
+                        ({"protocol": "ldap", "connection_id": "x"}, "protocol")):  # fmt: skip
+        refused = await onboarding.post(f"{API}/onboarding/inspect", json=body)
+        assert refused.status_code == 422 and fields(refused) == {field}
+
+
+async def test_connection_test_is_scoped_to_the_partner(
+    admin: httpx.AsyncClient, as_user: SignIn, hub: Hub
+) -> None:
+    tested = await admin.post(f"{API}/partners/acme/connections/acme-mock/test")
+    assert tested.status_code == 200, tested.text
+    report = tested.json()
+    assert report["test_login_url"] == f"{BASE}/admin/test-login/acme-mock"
+    assert {c["name"]: c["status"] for c in report["checks"]}["mock"] == "ok"
+    missing = await admin.post(f"{API}/partners/acme/connections/nope/test")
+    assert missing.status_code == 404
+    async with as_user("alice@acme.example") as alice:
+        own = await alice.post(f"{API}/partners/acme/connections/acme-mock/test")
+        other = await alice.post(f"{API}/partners/globex/connections/globex-mock/test")
+        inspect = await alice.post(f"{API}/onboarding/inspect",
+                                   json={"protocol": "oidc", "connection_id": "x",
+                                         "discovery_url": "http://10.0.0.1/"})  # fmt: skip
+    assert own.status_code == 200 and other.status_code == 404
+    assert inspect.status_code == 403  # the hub fetches URLs for admins only
+    auditor = bearer(await mint_token(hub, Role.auditor))
+    read_only = await admin.post(f"{API}/partners/acme/connections/acme-mock/test", headers=auditor)
+    assert read_only.status_code == 403
