@@ -388,7 +388,10 @@ def export(
     files of documents no longer in the registry are removed."""
 
     async def work(admin: Admin) -> list[Path]:
-        return write_bundle(output, await admin.service.export(admin.actor))
+        written = write_bundle(output, await admin.service.export(admin.actor))
+        for path in written:
+            path.chmod(0o600)  # client secrets are in them
+        return written
 
     written = run(config, work, as_json=as_json)
     names = [str(p.relative_to(output)) for p in written]

@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import re
+import stat
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -507,6 +508,7 @@ def test_export_then_apply_on_a_fresh_registry_gives_the_same_files(tmp_path: Pa
         "  policies/orders.yaml",
     ]
     assert SECRET in (first / "clients" / "portal.yaml").read_text()  # the export keeps them
+    assert {stat.S_IMODE(p.stat().st_mode) for p in first.rglob("*.yaml")} == {0o600}
 
     fresh = write_config(
         tmp_path / "fresh", {"issuer": "https://hub.example.com", "keys": {"algorithm": "ES256"}}
