@@ -18,10 +18,15 @@ class LoginFlow:
     login_hint: str | None = None
     connection_id: str | None = None
     connector_state: dict[str, Any] = field(default_factory=dict)
+    # A test login (an admin trying a connection): who started it. Its callback shows what
+    # the connection produced and opens no session.
+    test_by: str | None = None
 
     @classmethod
-    def new(cls, return_url: str, login_hint: str | None = None) -> LoginFlow:
-        return cls(secrets.token_urlsafe(24), return_url, login_hint)
+    def new(
+        cls, return_url: str, login_hint: str | None = None, *, test_by: str | None = None
+    ) -> LoginFlow:
+        return cls(secrets.token_urlsafe(24), return_url, login_hint, test_by=test_by)
 
     def started(self, connection_id: str, connector_state: dict[str, Any]) -> LoginFlow:
         return replace(self, connection_id=connection_id, connector_state=connector_state)

@@ -6,6 +6,10 @@ the hub would not see the flow cookie that binds the login to the browser that s
 it. So a POSTed callback is parked in the store for a minute under a one-time handle and
 the browser is sent on (303) to a GET of the same callback — a top-level navigation,
 which carries the cookie — where the login completes with the browser binding intact.
+
+``/admin/test-login/{connection_id}`` lets an admin (or that partner's admin) try a
+connection: the login goes upstream like any other, but its callback renders what the
+connection produced (``test_login.html``) and opens no session, sets no cookie.
 """
 
 from __future__ import annotations
@@ -13,12 +17,17 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from connectors.base import CallbackRequest, LogoutConnector, MetadataConnector
+from federation.admin.auth import authenticate
+from federation.admin.onboarding import require_tester
+from federation.broker.flows import FLOW_TTL
+from federation.broker.login import LoginTestResult
 from federation.errors import InvalidState, IsthmusError, NotFound
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
 from federation.web.pages import broker_of, browser_to, hub_of
@@ -44,6 +53,8 @@ async def callback(request: Request) -> Response:
         request_id=request.state.request_id,
         method=method,
     )
+    if isinstance(completed, LoginTestResult):  # no session, no cookie
+        return render(request, "test_login.html", result=completed)
     response = RedirectResponse(completed.return_url, status_code=303)
     set_cookie(
         response,
@@ -124,6 +135,34 @@ async def single_logout(request: Request) -> Response:
     return response
 
 
+async def test_login(request: Request) -> Response:
+    """Start a test login through one connection, for an admin or that partner's admin."""
+    hub = hub_of(request)
+    connection_id = request.path_params["connection_id"]
+    actor = await authenticate(
+        hub,
+        request.headers.get("authorization"),
+        request.cookies.get(hub.settings.session.cookie_name),
+    )
+    entry = hub.registry.connection(connection_id)
+    if entry is None:
+        raise NotFound(f"test login for unknown connection {connection_id!r}")
+    partner = entry[0]
+    require_tester(actor, partner.id)
+    broker = broker_of(request)
+    flow = broker.begin_test(actor.name)
+    try:
+        target = await broker.start(flow, connection_id, request.state.request_id)
+    except IsthmusError as exc:  # the IdP cannot be reached: the admin sees why
+        now = datetime.fromtimestamp(hub.clock(), UTC)
+        error = f"{exc.error}: {exc.detail}"
+        failed = LoginTestResult.of(partner, connection_id, actor.name, now, error=error)
+        return render(request, "test_login.html", status=exc.status, result=failed)
+    response = browser_to(request, target)
+    set_cookie(response, hub.settings, FLOW_COOKIE, flow.id, FLOW_TTL)
+    return response
+
+
 def _connector(request: Request) -> object:
     found = hub_of(request).connector(request.path_params["connection_id"])
     if found is None:
@@ -135,4 +174,5 @@ routes = [
     Route("/callback/{connection_id}", callback, methods=["GET", "POST"]),
     Route("/saml/{connection_id}/metadata", sp_metadata, methods=["GET"]),
     Route("/saml/{connection_id}/slo", single_logout, methods=["GET", "POST"]),
+    Route("/admin/test-login/{connection_id}", test_login, methods=["GET"]),
 ]
