@@ -35,7 +35,6 @@ keys_app = typer.Typer(
     help="Manage the hub's signing keys (a JSON key set file).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
-cli_admin.register(app)  # apply, export, audit, partners, apps, tokens
 
 DEMO_ORIGIN = "http://127.0.0.1:8080"
 DEMO_ORDERS_UPSTREAM = "http://127.0.0.1:8081"  # demo.yaml's orders upstream, moved at start
@@ -440,10 +439,6 @@ def _print_table(keys: KeySet) -> None:
         typer.echo(f"{key.kid:<{kid_width}}  {key.alg:<5}  {state:<8}  {created}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 # --- SAML connections ---------------------------------------------------------------------
 
 saml_app = typer.Typer(help="SAML partner connections.", no_args_is_help=True)
@@ -638,3 +633,12 @@ def policy_test(
     typer.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(1)
+
+
+# --- admin: apply, export, audit, partners, apps, tokens (federation/cli_admin.py) ---------
+
+cli_admin.register(app)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

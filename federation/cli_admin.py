@@ -302,9 +302,11 @@ def apply(
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Make the registry match a directory of documents (GitOps): create, update, and with
-    --prune delete. The whole result is validated first; it is written all-or-nothing,
-    and refused when the registry changed since the plan was made."""
+    """Make the registry match a directory of documents (GitOps).
+
+    Creates and updates, and with --prune deletes. The whole result is validated first;
+    it is written all-or-nothing, and refused when the registry changed since the plan
+    was made."""
     if exit_code and not dry_run:
         raise typer.BadParameter("only with --dry-run", param_hint="--exit-code")
 
@@ -383,9 +385,11 @@ def export(
     config: ConfigOpt,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write every partner, app, client and policy to a directory, one YAML file each
-    (secrets included: keep it private). `isthmus apply -f DIR` reproduces it exactly;
-    files of documents no longer in the registry are removed."""
+    """Write the registry to a directory: one YAML file per partner, app, client, policy.
+
+    Secrets are included: the files are written 0600, keep them private. `isthmus apply
+    -f DIR` reproduces them exactly; files of documents no longer in the registry are
+    removed."""
 
     async def work(admin: Admin) -> list[Path]:
         written = write_bundle(output, await admin.service.export(admin.actor))
@@ -465,8 +469,9 @@ def partners_show(
     config: ConfigOpt,
     as_json: JsonOpt = False,
 ) -> None:
-    """One partner: details, domains (pending ones with the TXT record to publish),
-    connections, contract window and live sessions."""
+    """One partner: details, domains, connections, contract, live sessions.
+
+    A pending domain is shown with the DNS TXT record to publish."""
 
     async def work(admin: Admin) -> tuple[Document, int]:
         doc = await admin.service.document(admin.actor, "partner", partner_id)
@@ -558,8 +563,10 @@ def partners_create(
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a partner (status invited). Domains given here are claimed as pending: the
-    partner proves each with the DNS TXT record printed."""
+    """Create a partner (status invited).
+
+    Domains given here are claimed as pending: the partner proves each with the DNS TXT
+    record printed."""
 
     async def work(admin: Admin) -> Document:
         spec: Spec = {"id": partner_id, "name": name, "kind": kind.value}
@@ -701,8 +708,9 @@ def domains_claim(
 def domains_verify(
     partner_id: PartnerArg, domain: DomainArg, config: ConfigOpt, as_json: JsonOpt = False
 ) -> None:
-    """Look the TXT record up: found, the domain is verified and routes logins; not found,
-    exit 1 with what the DNS answered."""
+    """Look the TXT record up: found, the domain is verified and routes logins.
+
+    Not found: exit 1 with what the DNS answered."""
 
     async def work(admin: Admin) -> Any:
         return await admin.service.verify_domain(admin.actor, partner_id, domain)
@@ -1053,8 +1061,9 @@ def tokens_create(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create an API token. The token is printed once, on standard output, and never
-    again (only its hash is kept): store it now."""
+    """Create an API token, printed once on standard output: store it now.
+
+    Only its hash is kept: it cannot be shown again."""
 
     async def work(admin: Admin) -> tuple[str, Document]:
         return await admin.service.create_token(
