@@ -213,9 +213,9 @@ async def _fetch(
     try:
         async with asyncio.timeout(timeout_seconds):
             async with http.stream("GET", url, headers={"Accept": accept}) as response:
-                body = b""
+                body = bytearray()
                 async for chunk in response.aiter_bytes():
-                    body += chunk
+                    body.extend(chunk)
                     if len(body) > limit:
                         return f"the {what} at {url} is larger than {limit // 1024} KiB"
     except (httpx.HTTPError, TimeoutError, OSError) as exc:
@@ -225,7 +225,7 @@ async def _fetch(
         return f"{url} redirects (HTTP {response.status_code}) to {target}: give that URL instead"
     if response.status_code != 200:
         return f"the {what} at {url} answered HTTP {response.status_code}, not 200"
-    return httpx.Response(200, headers=response.headers, content=body)
+    return httpx.Response(200, headers=response.headers, content=bytes(body))
 
 
 def _network_problem(exc: BaseException, url: str, what: str, timeout_seconds: float) -> str:

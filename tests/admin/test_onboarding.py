@@ -235,6 +235,12 @@ async def test_non_200_and_redirect_are_errors() -> None:
     assert "redirects (HTTP 301) to https://idp.acme.test/realm" in detail(report, "discovery")
 
 
+async def test_an_oversized_document_is_an_error() -> None:
+    huge = httpx.Response(200, json={"issuer": ISSUER, "padding": "x" * (2 * 1024 * 1024)})
+    report = await inspect_oidc(ISSUER, context_for(lambda r: huge), connection_id="x")
+    assert "larger than 1024 KiB" in detail(report, "discovery")
+
+
 async def test_connection_refused_is_an_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     report = await inspect_oidc(url, ConnectorContext(hub_base_url=BASE), connection_id="x")
