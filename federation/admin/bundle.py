@@ -58,6 +58,9 @@ def write_bundle(directory: Path, documents: Iterable[tuple[str, str, Spec]]) ->
     for kind, doc_id, spec in documents:
         path = directory / _DIRS[kind] / f"{doc_id}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Specs hold client secrets: readable by their owner only.
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
         path.write_text(dumps(kind, doc_id, spec), encoding="utf-8")
         written.append(path)
     for sub in _DIRS.values():
@@ -80,7 +83,8 @@ def read_bundle(directory: Path) -> list[tuple[str, str, Spec]]:
         try:
             loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problems.append(FileProblem(name, f"cannot be read as YAML: {exc}"))
+            reason = " ".join(str(exc).split())  # one line per problem
+            problems.append(FileProblem(name, f"cannot be read as YAML: {reason}"))
             continue
         for index, item in enumerate(d for d in loaded if d is not None):
             where = name if len(loaded) == 1 else f"{name} (document {index + 1})"

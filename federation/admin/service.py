@@ -202,10 +202,6 @@ class AdminService:
         await self.hub.ready()
         before = await self.document(actor, kind, doc_id)
         self._authorize_write(actor, kind, doc_id, before.spec, None)
-        if kind == "partner" and before.spec.get("status") not in ("offboarded", "invited"):
-            raise InvalidDocuments(
-                [Problem(kind, doc_id, "status", "offboard the partner before deleting it")]
-            )
         await self._commit(actor, [Write(kind, doc_id, None, expected_version)], reason)
 
     async def set_status(
@@ -529,7 +525,14 @@ def _check_transitions(
     problems = []
     for w in writes:
         found = current.get((w.kind, w.id))
-        if w.kind != "partner" or found is None or w.spec is None:
+        if w.kind != "partner" or found is None:
+            continue
+        if w.spec is None:
+            # Deleting (also by `apply --prune`) is for partners that never were or no
+            # longer are active: offboarding is the step that ends their sessions.
+            if _status(found.spec) not in (PartnerStatus.invited, PartnerStatus.offboarded):
+                message = "offboard the partner before deleting it"
+                problems.append(Problem("partner", w.id, "status", message))
             continue
         try:
             before, after = _status(found.spec), _status(w.spec)
