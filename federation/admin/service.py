@@ -17,7 +17,7 @@ document itself. A write:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -190,8 +190,8 @@ class AdminService:
         """Create (``expected_version`` 0) or replace a document."""
         await self.hub.ready()
         before = await self.hub.documents.get(kind, doc_id)
-        if before is not None:
-            spec = unredact(spec, before.spec)
+        spec = unredact(spec, before.spec if before is not None else None)
+        _refuse_masks(kind, doc_id, spec)
         self._authorize_write(actor, kind, doc_id, before.spec if before else None, spec)
         await self._commit(actor, [Write(kind, doc_id, spec, expected_version)], reason)
         return await self.document(SYSTEM, kind, doc_id)
@@ -234,8 +234,9 @@ class AdminService:
             doc = current.get(key)
             before = doc.spec if doc else None
             after = wanted.get(key)
-            if after is not None and before is not None:
+            if after is not None:
                 after = unredact(after, before)
+                _refuse_masks(kind, doc_id, after)
             action = "unchanged" if before == after else _action(before, after)
             entries.append(
                 PlanEntry(action, kind, doc_id, doc.version if doc else 0, before, after)
@@ -478,6 +479,27 @@ def unredact(spec: Any, old: Any) -> Any:
             for i, v in enumerate(spec)
         ]  # fmt: skip
     return spec
+
+
+def _refuse_masks(kind: str, doc_id: str, spec: Any, path: str = "") -> None:
+    """A mask with no stored secret behind it (a copied answer) is not a secret."""
+    found = list(_masks(spec, path))
+    if found:
+        message = "a masked secret with no stored value to keep: give the secret itself"
+        raise InvalidDocuments([Problem(kind, doc_id, field, message) for field in found])
+
+
+def _masks(spec: Any, path: str) -> Iterator[str]:
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            where = f"{path}.{key}" if path else str(key)
+            if value == REDACTED and key in SECRET_KEYS:
+                yield where
+            else:
+                yield from _masks(value, where)
+    elif isinstance(spec, list):
+        for index, value in enumerate(spec):
+            yield from _masks(value, f"{path}.{index}" if path else str(index))
 
 
 def _masked_change(change: Change) -> Change:

@@ -44,7 +44,7 @@ def error_response(request: Request, exc: IsthmusError, *, challenge: str = "Bea
         request_id,
     )
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Request-ID": request_id}
-    if exc.status == 401 and request.url.path.startswith("/oauth2/"):
+    if exc.status == 401 and request.url.path.startswith(("/oauth2/", "/admin/api/")):
         headers["WWW-Authenticate"] = (
             'Basic realm="isthmus"'
             if challenge == "Basic"

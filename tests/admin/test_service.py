@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from federation.admin.catalog import InvalidDocuments
 from federation.admin.documents import Change, Document, DocumentStore, VersionConflict, Write
 from federation.admin.service import REDACTED, SYSTEM, Actor, AdminService, redact, unredact
 from federation.admin.tokens import Role
@@ -192,6 +193,17 @@ async def test_unredact_keeps_secrets_sent_back_masked(service: AdminService, hu
     rotated = await service.put(ROOT, "partner", "acme", read, back.version)
     assert rotated.spec["connections"][0]["client_secret"] == "rotated-secret"
     assert rotated.spec["connections"][2]["client_secret"] == OIDC_SECRET
+
+
+async def test_a_mask_with_no_stored_secret_is_refused(service: AdminService, hub: Hub) -> None:
+    """A GET answer copied into a new document must not store the mask as its secret."""
+    acme = await service.document(ROOT, "partner", "acme")
+    copied = redact({**acme.spec, "connections": [oidc_connection("acme-oidc", OIDC_SECRET)]})
+    with pytest.raises(InvalidDocuments) as refused:
+        await service.put(ROOT, "partner", "acme", copied, acme.version)
+    assert [p.field for p in refused.value.problems] == ["connections.0.client_secret"]
+    stored = await hub.documents.get("partner", "acme")
+    assert stored is not None and stored.version == acme.version
 
 
 def test_redact_and_unredact_are_inverse_for_what_was_masked() -> None:
