@@ -216,5 +216,7 @@ def _verdict(
         )
     if allow_depends:
         allows = "; ".join(f"{r.name!r} {r.summary}" for r in allow_depends)
-        return "conditional", f"Access depends on the user or request: {allows}."
+        denies = "; ".join(f"{r.name!r} {r.summary}" for r in deny_depends)
+        also = f" Deny rules win: {denies}." if denies else ""
+        return "conditional", f"Access depends on the user or request: {allows}.{also}"
     return "denied", "No allow rule can match this partner's users."

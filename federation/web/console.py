@@ -162,6 +162,17 @@ def _require_admin(actor: Actor) -> None:
         raise Forbidden(f"{actor.name} ({actor.role.value}) may not onboard partners")
 
 
+# Wizard steps a partner admin may use for their own partner: its connection (the one
+# part of the partner document they may change) and the connection test.
+CONNECTION_STEPS = frozenset({2, 3})
+
+
+def _require_step(actor: Actor, number: int, partner_id: str) -> None:
+    if number in CONNECTION_STEPS and actor.partner_id == partner_id:
+        return
+    _require_admin(actor)
+
+
 def _when(ts: float | int | None) -> str:
     if ts is None:
         return ""
@@ -194,8 +205,18 @@ def problems_to_errors(
         name = to_field(problem)
         label = labels.get(name or "", "")
         where = "" if name is not None or not problem.field else f" ({problem.field})"
-        errors.add(name, problem.message + where, label)
+        errors.add(name, _friendly(problem.message) + where, label)
     return errors
+
+
+_ID_PATTERN = "String should match pattern '^[a-z0-9][a-z0-9_-]{0,62}$'"
+
+
+def _friendly(message: str) -> str:
+    """The id pattern said in words (the models' own message quotes the regex)."""
+    if message == _ID_PATTERN:
+        return "use lower-case letters, digits, - and _ only (at most 63, not starting with - or _)"
+    return message
 
 
 def _stale_message(seen: int | None, current: int) -> str:
@@ -785,9 +806,9 @@ def _next(partner_id: str, number: int, **extra: str) -> RedirectResponse:
 
 @console_page
 async def wizard_page(request: Request, actor: Actor) -> Response:
-    _require_admin(actor)
     number = _int(_text(request.query_params, "step")) or 1
     partner_id = _text(request.query_params, "partner")
+    _require_step(actor, number if partner_id else 1, partner_id)
     if number <= 1 or number > len(STEPS) or not partner_id:
         return _show_step(request, actor, Step(1, values={"kind": "supplier"}))
     doc = await _service(request).document(actor, "partner", partner_id)
@@ -804,9 +825,9 @@ async def wizard_page(request: Request, actor: Actor) -> Response:
 
 @console_page
 async def wizard_submit(request: Request, actor: Actor) -> Response:
-    _require_admin(actor)
     form = await _form(request)
     number = _int(_text(form, "step")) or 1
+    _require_step(actor, number, _text(form, "partner"))
     if number == 1:
         return await _step1_submit(request, actor, form)
     doc = await _service(request).document(actor, "partner", _text(form, "partner"))

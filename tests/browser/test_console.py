@@ -8,8 +8,9 @@ real dnsmasq (domain proofs): list, search and filter, a keyboard-only path, sus
 ending a session, the onboarding wizard end to end, the matrix, the audit filter, a
 partner admin's narrow view and a non-admin's 403 page.
 
-``ISTHMUS_SCREENSHOTS=1`` (or a directory) saves the main pages to docs/screenshots
-(``console-*.png``).
+``ISTHMUS_SCREENSHOTS=docs/screenshots`` (a directory, as for the login pages; ``1`` also
+means docs/screenshots) saves the main pages there as ``console-*.png``; unset, nothing is
+written.
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ async def test_problems_are_shown_next_to_their_fields_and_summarized(
         assert f"f-{name}-error" in field.group(0)
         assert f'id="f-{name}-error"' in text
     assert "acme.example is verified by acme" in text
+    assert "Partner id: use lower-case letters, digits, - and _ only" in text
     assert 'value="Not An Id"' in text  # nothing lost
     assert (await client.get("/admin/partners/not-an-id")).status_code == 404
 
@@ -333,6 +335,13 @@ async def test_a_partner_admin_sees_only_their_partner(client: httpx.AsyncClient
     assert 'id="status-suspended"' not in own.text  # lifecycle is for hub admins
     audit = await client.get("/admin/audit?partner=globex")
     assert "Events of your partner, acme, only." in audit.text
+    # Their own connection: the wizard's IdP and test steps, for their partner only.
+    assert 'id="add-connection"' in own.text
+    step2 = await client.get("/admin/partners/new?partner=acme&step=2")
+    assert step2.status_code == 200
+    assert "Connection of ACME Supplies" in step2.text
+    assert (await client.get("/admin/partners/new?partner=globex&step=2")).status_code == 403
+    assert (await client.get("/admin/partners/new?partner=acme&step=4")).status_code == 403
 
 
 # ====================================================================== in a browser
@@ -484,6 +493,7 @@ def test_onboarding_wizard_end_to_end(
     assert "f-id-error" in described.split()
     assert page.locator("#f-id-error").inner_text().startswith("Problem:")
     assert page.get_by_label("Name").input_value() == "Vandelay Industries"
+    shot(page, "wizard-problem")
     page.get_by_role("link", name=re.compile("^Partner id:")).click()
     assert page.evaluate("document.activeElement.id") == "f-id"
     field.fill("vandelay")
@@ -558,6 +568,12 @@ def test_the_app_matrix(page: Any, hub_url: str) -> None:
 @pytest.mark.browser
 def test_audit_filters(page: Any, hub_url: str) -> None:
     browser_sign_in(page, f"{hub_url}/admin/audit", "erin@initech.example", "Erin")
+    page.get_by_label("Event").fill("admin.")
+    page.get_by_role("button", name="Filter").click()
+    events = page.locator("#events tbody tr")
+    assert all(e.startswith("admin.") for e in events.locator("td:nth-child(2)").all_inner_texts())
+    shot(page, "audit")
+    page.get_by_role("link", name="Clear the filters").click()
     page.get_by_label("Event").fill("login.succeeded")
     page.get_by_label("User (subject or email)").fill("erin@initech.example")
     page.get_by_role("button", name="Filter").click()
@@ -572,7 +588,6 @@ def test_audit_filters(page: Any, hub_url: str) -> None:
         "user": ["erin@initech.example"],
         "event": ["login.succeeded"],
     }
-    shot(page, "audit")
     page.get_by_label("Since (UTC)").fill("2999-01-01T00:00")
     page.get_by_role("button", name="Filter").click()
     assert page.locator("#event-count").inner_text() == "0 events."

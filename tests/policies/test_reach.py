@@ -62,6 +62,10 @@ def test_conditions_left_to_the_request_make_it_conditional() -> None:
     assert by_name["acme-supplier"].summary == "allows when method is one of GET, POST"
     assert by_name["acme-no-admin"].summary == "denies when path under /orders/admin"
     assert by_name["customers-read"].match is Match.never
+    assert found.reason == (
+        "Access depends on the user or request: 'acme-supplier' allows when method is one "
+        "of GET, POST. Deny rules win: 'acme-no-admin' denies when path under /orders/admin."
+    )
     assert [r.name for r in found.rules] == [
         "acme-no-admin",
         "initech-staff",
