@@ -263,6 +263,24 @@ async def test_problems_are_shown_next_to_their_fields_and_summarized(
     assert (await client.get("/admin/partners/not-an-id")).status_code == 404
 
 
+async def test_ending_one_session_signs_that_person_out() -> None:
+    transport = httpx.ASGITransport(app=create_app(hub=build_hub(console_settings(BASE))))
+    async with (
+        httpx.AsyncClient(transport=transport, base_url=BASE) as admin,
+        httpx.AsyncClient(transport=transport, base_url=BASE) as user,
+    ):
+        await sign_in(user, "hank@hooli.example", "hank")
+        assert "You are signed in" in (await user.get("/")).text
+        await sign_in(admin, "erin@initech.example", "erin")
+        page = (await admin.get("/admin/partners/hooli")).text
+        assert 'id="session-count">1 live session.<' in page
+        fields = hidden_fields(page.split('id="sessions"', 1)[1])
+        ended = await admin.post("/admin/partners/hooli/sessions/end", data=fields)
+        assert "The session was ended." in ended.text
+        assert 'id="session-count">0 live sessions.<' in ended.text
+        assert "Welcome to the extranet" in (await user.get("/")).text
+
+
 async def start_onboarding(http: httpx.AsyncClient, partner_id: str) -> str:
     """Step 1 done for ``partner_id``; the step 2 page."""
     fields = hidden_fields((await http.get("/admin/partners/new")).text, "wizard-form")
