@@ -52,6 +52,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "api_token": ApiTokenSpec,
 }
 ID_FIELDS = {"partner": "id", "app": "id", "client": "client_id"}
+# Ids that name pages of the console (/admin/partners/new is the onboarding wizard).
+RESERVED_IDS = {"partner": frozenset({"new"}), "app": frozenset({"new"})}
 KINDS = ("partner", "app", "client", "policy", "api_token")
 # Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported).
 EXPORTED_KINDS = ("partner", "app", "client", "policy")
@@ -144,6 +146,8 @@ def validate_spec(kind: str, doc_id: str, spec: Spec) -> tuple[BaseModel | None,
         field_name = "policy" if model.policy else "policy_file"
         message = f"an app's policy is its own document (kind: policy, id: {doc_id})"
         return None, [Problem(kind, doc_id, field_name, message)]
+    if kind in RESERVED_IDS and doc_id in RESERVED_IDS[kind]:
+        return None, [Problem(kind, doc_id, "id", f"{doc_id!r} is reserved: choose another id")]
     id_field = ID_FIELDS.get(kind)
     if id_field is not None and getattr(model, id_field) != doc_id:
         return None, [Problem(kind, doc_id, id_field, f"must be {doc_id!r}, the document's id")]
