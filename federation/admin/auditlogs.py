@@ -27,10 +27,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from federation.admin.redis_documents import redis_client
 from federation.audit import AuditLog, AuditQuery
 from federation.errors import StoreUnavailable
-from federation.stores.redis import CONNECT_TIMEOUT, READ_TIMEOUT, _unavailable
+from federation.stores.redis import CONNECT_TIMEOUT, READ_TIMEOUT, redis_client, unavailable
 
 _log = logging.getLogger("isthmus.auditlog")
 _encode = json.JSONEncoder(default=str, sort_keys=True, separators=(",", ":")).encode
@@ -266,11 +265,11 @@ class RedisAuditLog:
             high = "(" + str(entries[-1][0])
 
     async def aclose(self) -> None:
-        with _unavailable("close"):
+        with unavailable("close"):
             await self._redis.aclose()
 
     async def _call(self, what: str, pending: object) -> Any:
-        with _unavailable(what):
+        with unavailable(what):
             return await cast("Awaitable[Any]", pending)
 
 

@@ -44,10 +44,6 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from federation.admin.documents import (
     Change,
@@ -63,7 +59,8 @@ from federation.stores.redis import (
     CONNECT_TIMEOUT,
     HEALTH_CHECK_INTERVAL,
     READ_TIMEOUT,
-    _unavailable,
+    redis_client,
+    unavailable,
 )
 
 DEFAULT_PREFIX = "isthmus:registry:"
@@ -285,7 +282,7 @@ class RedisDocumentStore:
         return found[:limit]
 
     async def aclose(self) -> None:
-        with _unavailable("close"):
+        with unavailable("close"):
             await self._redis.aclose()
 
     async def _changes(self, revisions: list[int]) -> list[Change]:
@@ -299,30 +296,8 @@ class RedisDocumentStore:
 
     async def _call(self, what: str, pending: object) -> Any:
         # redis-py types its commands for sync and async clients at once: an awaitable here.
-        with _unavailable(what):
+        with unavailable(what):
             return await cast("Awaitable[Any]", pending)
-
-
-def redis_client(
-    url: str,
-    connect_timeout: float = CONNECT_TIMEOUT,
-    timeout: float = READ_TIMEOUT,
-    health_check_interval: int = HEALTH_CHECK_INTERVAL,
-) -> Redis:
-    """A client configured as :class:`~federation.stores.redis.RedisStore`'s (one retry)."""
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=timeout,
-        health_check_interval=health_check_interval,
-        retry=Retry(
-            ExponentialWithJitterBackoff(base=0.01, cap=0.1),
-            retries=1,
-            supported_errors=(RedisConnectionError, RedisTimeoutError),
-        ),
-        client_name="isthmus",
-    )
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:

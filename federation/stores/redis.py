@@ -79,18 +79,11 @@ class RedisStore:
         One retry after a connection error or timeout (with a short backoff) covers a
         pooled connection that went stale; a second failure raises StoreUnavailable.
         """
-        client = Redis.from_url(
+        client = redis_client(
             url,
-            decode_responses=True,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
             health_check_interval=health_check_interval,
-            retry=Retry(
-                ExponentialWithJitterBackoff(base=0.01, cap=0.1),
-                retries=1,
-                supported_errors=(RedisConnectionError, RedisTimeoutError),
-            ),
-            client_name="isthmus",
         )
         return cls(client, prefix)
 
@@ -151,7 +144,7 @@ class RedisStore:
         await self._call("PING", self._redis.ping())
 
     async def aclose(self) -> None:
-        with _unavailable("close"):
+        with unavailable("close"):
             await self._redis.aclose()
 
     def _key(self, key: str) -> str:
@@ -159,12 +152,12 @@ class RedisStore:
 
     async def _call(self, what: str, pending: object) -> Any:
         # redis-py types its commands for sync and async clients at once: an awaitable here.
-        with _unavailable(what):
+        with unavailable(what):
             return await cast("Awaitable[Any]", pending)
 
 
 @contextmanager
-def _unavailable(what: str) -> Iterator[None]:
+def unavailable(what: str) -> Iterator[None]:
     try:
         yield
     except ResponseError as exc:
@@ -198,3 +191,26 @@ def _decode(encoded: object) -> JSON | None:
     if not isinstance(value, dict):
         raise StoreUnavailable(f"redis value is not a JSON object: {type(value).__name__}")
     return value
+
+
+def redis_client(
+    url: str,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    timeout: float = READ_TIMEOUT,
+    health_check_interval: int = HEALTH_CHECK_INTERVAL,
+) -> Redis:
+    """A client as every Redis user of the hub wants it (store, registry, audit stream):
+    bounded timeouts, one retry after a connection error, a health check when idle."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        health_check_interval=health_check_interval,
+        retry=Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=0.1),
+            retries=1,
+            supported_errors=(RedisConnectionError, RedisTimeoutError),
+        ),
+        client_name="isthmus",
+    )
