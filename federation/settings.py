@@ -161,6 +161,13 @@ class SamlConnectionSettings(Strict):
     # Which IdP of the metadata (required when it is an aggregate describing several).
     idp_entity_id: str | None = None
     metadata_refresh_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # PEM certificates trusted to sign the IdP's metadata (the partner's or its federation's
+    # metadata signing key; several for a rollover). With any, every load and refresh must
+    # carry a signature on the document's root that verifies with one of them.
+    metadata_signing_certs: tuple[str, ...] = ()
+    # None: required exactly when metadata_signing_certs are given. false with certificates:
+    # unsigned metadata is accepted (a warning is logged), a signature that fails is not.
+    require_signed_metadata: bool | None = None
     # The SP (the hub, for this connection). entityID defaults to the metadata URL.
     sp_entity_id: str | None = None
     # Signing (AuthnRequests, LogoutRequests) and decryption key pair, PEM files. Without
@@ -185,6 +192,39 @@ class SamlConnectionSettings(Strict):
     idp_initiated_return_url: str = "/"
     clock_skew_seconds: int = Field(default=120, ge=0, le=300)
     max_response_bytes: int = Field(default=256 * 1024, ge=8 * 1024, le=4 * 1024 * 1024)
+
+    @field_validator("metadata_signing_certs")
+    @classmethod
+    def _pem_certificates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from cryptography import x509  # only SAML connections need it
+
+        for i, text in enumerate(value):
+            pem = text.strip()
+            if pem.count("-----BEGIN CERTIFICATE-----") != 1:
+                raise ValueError(
+                    f"entry {i} must hold exactly one PEM certificate "
+                    "(-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----), not a path"
+                )
+            try:
+                x509.load_pem_x509_certificate(pem.encode())
+            except ValueError:
+                raise ValueError(f"entry {i} is not a readable X.509 certificate") from None
+        return tuple(text.strip() + "\n" for text in value)
+
+    @field_validator("require_signed_metadata")
+    @classmethod
+    def _required_needs_certificates(cls, value: bool | None, info: Any) -> bool | None:
+        certs = info.data.get("metadata_signing_certs", ("(invalid, reported apart)",))
+        if value and not certs:
+            raise ValueError("true needs metadata_signing_certs, the certificates to check with")
+        return value
+
+    @property
+    def metadata_signature_required(self) -> bool:
+        """Must the IdP's metadata be signed (by one of ``metadata_signing_certs``)?"""
+        if self.require_signed_metadata is None:
+            return bool(self.metadata_signing_certs)
+        return self.require_signed_metadata
 
 
 ConnectionSettings = Annotated[

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 from cryptography import x509
@@ -41,7 +42,12 @@ from connectors.saml._pysaml2 import (
 from connectors.saml.consumer import Expected, check_response
 from connectors.saml.keys import SpKeyPair, der_from_base64, generate_key_pair, private_directory
 from connectors.saml.mapping import identity_from
-from connectors.saml.metadata import IdpMetadata, parse_idp_metadata
+from connectors.saml.metadata import (
+    IdpMetadata,
+    MetadataRefused,
+    MetadataTrust,
+    parse_idp_metadata,
+)
 from connectors.saml.sp import SpEndpoints, signs_authn_requests, sp_client, sp_config
 from connectors.saml.sp import sp_metadata_xml as render_sp_metadata
 from federation.errors import InvalidState, InvalidUpstreamResponse, UpstreamError
@@ -90,6 +96,9 @@ class SamlConnector:
         self.keys = self._key_pair()
         self._idp: _Idp | None = None
         self._lock: asyncio.Lock | None = None
+        # Why the last metadata document was refused (signature, validUntil); None once
+        # one is accepted. For admin reports: the log has it too.
+        self.metadata_refusal: str | None = None
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
@@ -113,7 +122,10 @@ class SamlConnector:
 
     async def _current(self) -> _Idp:
         """The IdP's metadata and the pysaml2 client built on it; a URL source is refetched
-        when older than ``metadata_refresh_seconds`` (a failed refresh keeps the last good)."""
+        when older than ``metadata_refresh_seconds``, any source once its validUntil has
+        passed. A failed refresh keeps the last good copy — unless that one has expired: a
+        refused document (bad signature, expired) is logged at ERROR and
+        :attr:`metadata_refusal` says why."""
         idp = self._idp
         if idp is not None and not self._stale(idp):
             return idp
@@ -127,15 +139,28 @@ class SamlConnector:
                 metadata = await self._load_metadata()
                 client = await asyncio.to_thread(self._build_client, metadata)
             except UpstreamError as exc:
-                if idp is None:
+                refused = isinstance(exc.__cause__, MetadataRefused)
+                if refused:
+                    self.metadata_refusal = exc.detail
+                if idp is None or idp.metadata.expired(self._context.wall_clock()):
                     raise
-                log.warning("keeping the last good metadata: %s", exc.detail)
+                if refused:
+                    log.error(
+                        "%s (partner %s); the last good metadata stays in use",
+                        exc.detail,
+                        self.partner_id,
+                    )
+                else:
+                    log.warning("keeping the last good metadata: %s", exc.detail)
                 idp.fetched_at = self._context.clock()  # retry after the next interval
                 return idp
+            self.metadata_refusal = None
             self._idp = _Idp(metadata, client, self._context.clock())
             return self._idp
 
     def _stale(self, idp: _Idp) -> bool:
+        if idp.metadata.expired(self._context.wall_clock()):
+            return True
         if self.settings.idp_metadata_url is None:
             return False
         age = self._context.clock() - idp.fetched_at
@@ -154,10 +179,39 @@ class SamlConnector:
             xml = settings.idp_metadata_xml
         else:
             raise self._upstream("no IdP metadata source configured")
+        trust = MetadataTrust(settings.metadata_signing_certs, settings.metadata_signature_required)
         try:
-            return await asyncio.to_thread(parse_idp_metadata, xml, settings.idp_entity_id)
+            metadata = await asyncio.to_thread(
+                parse_idp_metadata,
+                xml,
+                settings.idp_entity_id,
+                trust=trust,
+                now=self._context.wall_clock(),
+            )
+        except MetadataRefused as exc:
+            raise self._upstream(f"IdP metadata refused: {exc}") from exc
         except ValueError as exc:
             raise self._upstream(f"IdP metadata refused: {exc}") from None
+        if not metadata.signature_verified:
+            self._warn_unverified(settings.idp_metadata_url)
+        return metadata
+
+    def _warn_unverified(self, url: str | None) -> None:
+        """Unsigned metadata over plain http (off the loopback): anyone on the path could
+        swap the IdP's keys. Accepted as configured, but said at every load."""
+        if self.settings.metadata_signing_certs:
+            log.warning(
+                "connection %s: IdP metadata is not signed (require_signed_metadata is "
+                "false): accepted unchecked",
+                self.id,
+            )
+        elif url is not None and _plain_http_off_loopback(url):
+            log.warning(
+                "connection %s: IdP metadata fetched over plain http from %s and not "
+                "signature-checked: serve it over https or set metadata_signing_certs",
+                self.id,
+                url,
+            )
 
     async def _fetch(self, url: str) -> bytes:
         try:
@@ -561,6 +615,19 @@ class SamlConnector:
 
     def _upstream(self, detail: str) -> UpstreamError:
         return UpstreamError(f"connection {self.id}: {detail}")
+
+
+def _plain_http_off_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -20,6 +20,12 @@ Security invariant 3, the parts that must happen *before* the signature library 
 
 This parse only *inspects*: no value is ever read from it. Every value the hub uses comes
 from pysaml2's signature-verified objects.
+
+:func:`verify_metadata_signature` applies the same rules to signed IdP metadata (SAML 2.0
+Metadata §3): the one signature that counts is the enveloped signature directly on the
+document's root (md:EntityDescriptor or md:EntitiesDescriptor), first in document order,
+whose single Reference is the root's ID; xmlsec1 then checks it against the trusted
+certificates only (a certificate inside ds:KeyInfo is ignored).
 """
 
 from __future__ import annotations
@@ -27,14 +33,19 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from connectors.saml._pysaml2 import saml2
+
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 INCLUSIVE_NAMESPACES = "{http://www.w3.org/2001/10/xml-exc-c14n#}InclusiveNamespaces"
 MAX_DEPTH = 48
@@ -198,3 +209,95 @@ def _check_signature(signature: Element, parent: Element) -> None:
             raise UnsafeMessage(f"unexpected transform {transform.get('Algorithm')!r}")
         if any(child.tag != INCLUSIVE_NAMESPACES for child in transform):
             raise UnsafeMessage("transform with parameters (XPath/XSLT?)")
+
+
+# --- signed metadata ----------------------------------------------------------------------
+
+MetadataSignatureReason = Literal[
+    "verified",  # the root's signature verifies with a trusted certificate
+    "unsigned",  # no signature on the root element (perhaps on inner elements: not enough)
+    "malformed",  # not safe, well-formed SAML metadata: nothing was checked
+    "unusable",  # a signature whose shape is refused (wrapping, transforms, ...)
+    "untrusted",  # signed, but no trusted certificate was given to check it
+    "mismatch",  # signed, and no trusted certificate verifies it
+    "no_xmlsec1",  # xmlsec1 is not installed: nothing could be checked
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataSignature:
+    """What :func:`verify_metadata_signature` found; ``problem`` says why it is not verified
+    (a sentence for logs and admin reports), None when it is."""
+
+    signed: bool
+    verified: bool
+    problem: str | None
+    reason: MetadataSignatureReason
+
+
+def verify_metadata_signature(
+    xml: bytes, certs_pem: Sequence[str], *, root: Element | None = None
+) -> MetadataSignature:
+    """Does the signature on the root of this IdP metadata verify with one of ``certs_pem``?
+
+    ``root`` is the document already parsed by :func:`parse_document` (saves a parse).
+    Never raises on bad input: the outcome says what was wrong. Blocking (xmlsec1 runs as
+    a subprocess, once per certificate tried): call it from a worker thread.
+    """
+    if root is None:
+        try:
+            root = parse_document(xml)
+        except UnsafeMessage as exc:
+            return MetadataSignature(False, False, f"metadata refused: {exc}", "malformed")
+    if root.tag not in (f"{{{MD}}}EntityDescriptor", f"{{{MD}}}EntitiesDescriptor"):
+        problem = f"root element is {root.tag!r}, not md:EntityDescriptor/EntitiesDescriptor"
+        return MetadataSignature(False, False, problem, "malformed")
+    signature = root.find(f"{{{DS}}}Signature")
+    if signature is None:
+        if next(root.iter(f"{{{DS}}}Signature"), None) is not None:
+            problem = "only an inner element is signed, not the whole document"
+        else:
+            problem = "the metadata is not signed"
+        return MetadataSignature(False, False, problem, "unsigned")
+    try:
+        _check_metadata_signature_shape(root, signature)
+    except UnsafeMessage as exc:
+        return MetadataSignature(True, False, f"the signature is unusable: {exc}", "unusable")
+    if not certs_pem:
+        problem = "the metadata is signed, but no trusted certificate was given to check it"
+        return MetadataSignature(True, False, problem, "untrusted")
+    try:
+        xmlsec = saml2.sigver.get_xmlsec_binary()
+    except saml2.sigver.SigverError:
+        problem = "xmlsec1 is not installed: the signature cannot be checked"
+        return MetadataSignature(True, False, problem, "no_xmlsec1")
+    crypto = saml2.sigver.CryptoBackendXmlSec1(xmlsec)
+    node = f"{MD}:{root.tag.rsplit('}', 1)[-1]}"
+    for cert_pem in certs_pem:
+        if _verifies(crypto, xml, cert_pem, node, root.get("ID", "")):
+            return MetadataSignature(True, True, None, "verified")
+    problem = (
+        "the signature does not verify with any trusted certificate: the document was "
+        "changed after signing, or signed with another key"
+    )
+    return MetadataSignature(True, False, problem, "mismatch")
+
+
+def _check_metadata_signature_shape(root: Element, signature: Element) -> None:
+    """The root's signature covers the whole document and is the one xmlsec1 checks: unique
+    IDs, one Reference to the root's ID, safe transforms, and no other ds:Signature before
+    it in document order (xmlsec1 verifies the first one it finds)."""
+    _check_ids(root)
+    if next(root.iter(f"{{{DS}}}Signature")) is not signature:
+        raise UnsafeMessage("another ds:Signature precedes the document's (signature wrapping?)")
+    _check_signature(signature, root)
+
+
+def _verifies(crypto: Any, xml: bytes, cert_pem: str, node: str, node_id: str) -> bool:
+    """xmlsec1 with ``cert_pem`` alone (pysaml2 passes ``--enabled-key-data raw-x509-cert``
+    and ``--id-attr:ID`` for the root's element only)."""
+    cert_file = saml2.sigver.make_temp(cert_pem.encode(), suffix=".pem", decode=False)
+    try:
+        return bool(crypto.validate_signature(xml, cert_file.name, "pem", node, node_id))
+    except (saml2.sigver.SignatureError, saml2.sigver.XmlsecError):
+        return False

@@ -26,8 +26,8 @@ import asyncio
 import datetime as dt
 import json
 import ssl
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -39,12 +39,15 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ValidationError
 
 from connectors.registry import ConnectorContext
-from connectors.saml._pysaml2 import saml2
-from connectors.saml.guard import DS, UnsafeMessage, parse_document
-from connectors.saml.guard import _check_ids as check_unique_ids
-from connectors.saml.guard import _check_signature as check_signature_shape
+from connectors.saml.guard import (
+    DS,
+    MD,
+    UnsafeMessage,
+    parse_document,
+    verify_metadata_signature,
+)
 from connectors.saml.keys import cert_info, der_from_base64
-from connectors.saml.metadata import MAX_METADATA_BYTES, MD, IdpMetadata, parse_idp_metadata
+from connectors.saml.metadata import MAX_METADATA_BYTES, IdpMetadata, parse_idp_metadata
 from federation import jose
 from federation.admin.service import Actor, Forbidden
 from federation.admin.tokens import Role
@@ -523,17 +526,24 @@ async def inspect_saml(
     signing_cert_pem: str | None = None,
     idp_entity_id: str | None = None,
     timeout_seconds: float = TIMEOUT_SECONDS,
+    metadata_signing_certs: Sequence[str] = (),
+    require_signed_metadata: bool | None = None,
 ) -> Report:
     """Read a SAML IdP's metadata (URL or XML); suggest its connection settings.
 
     ``signing_cert_pem``: the certificate the metadata must be signed with (from the
     partner or the federation operator); ``idp_entity_id`` picks one IdP of an aggregate.
+    ``metadata_signing_certs`` / ``require_signed_metadata``: a configured connection's
+    (as :class:`SamlConnectionSettings` reads them: with certificates, signed by default).
+    A signature verified with the given certificate puts it in the suggested connection.
     """
     report = Report()
     if (metadata_url is None) == (metadata_xml is None):
         report.add("source", "error", "give the metadata URL or the metadata XML (one of them)")
         return report
-    trusted = _trusted_certificate(report, signing_cert_pem)
+    given = [*metadata_signing_certs, *([signing_cert_pem] if signing_cert_pem else [])]
+    trusted = [pem for pem in (_trusted_certificate(report, text) for text in given) if pem]
+    required = bool(trusted) if require_signed_metadata is None else require_signed_metadata
     if metadata_url is not None:
         data = await _download_metadata(report, context, metadata_url, timeout_seconds)
         if data is None:
@@ -543,8 +553,9 @@ async def inspect_saml(
         data = metadata_xml.encode()
         report.add("source", "ok", f"metadata uploaded ({len(data)} bytes)")
     now = dt.datetime.fromtimestamp(context.wall_clock(), dt.UTC)
+    trust = _Trust(tuple(trusted), required)
     checks, idp = await asyncio.to_thread(
-        _saml_checks, data, trusted, metadata_url, idp_entity_id, connection_id, now
+        _saml_checks, data, trust, metadata_url, idp_entity_id, connection_id, now
     )
     report.checks.extend(checks)
     if idp is not None:
@@ -555,8 +566,16 @@ async def inspect_saml(
             values["idp_metadata_xml"] = data.decode("utf-8")
         if idp_entity_id is not None:
             values["idp_entity_id"] = idp_entity_id
+        if idp.signature_verified:
+            values["metadata_signing_certs"] = list(trusted)
         report.connection = _validated(report, SamlConnectionSettings, values)
     return report
+
+
+@dataclass(frozen=True)
+class _Trust:
+    certs_pem: tuple[str, ...]
+    required: bool
 
 
 def _trusted_certificate(report: Report, pem: str | None) -> str | None:
@@ -591,7 +610,7 @@ async def _download_metadata(
 
 def _saml_checks(
     data: bytes,
-    trusted_pem: str | None,
+    trust: _Trust,
     url: str | None,
     entity_id: str | None,
     connection_id: str,
@@ -621,11 +640,12 @@ def _saml_checks(
         )
         return report.checks, None
     expired = not _valid_until_check(report, root, now)
-    _signature_check(report, data, root, trusted_pem, url)
+    verified = _signature_check(report, data, root, trust, url)
     if expired:
         return report.checks, None
     try:
-        idp = parse_idp_metadata(data, entity_id)
+        idp = parse_idp_metadata(data, entity_id, now=now.timestamp())
+        idp = replace(idp, signature_verified=verified)
     except ValueError as exc:
         report.add("descriptor", "error", str(exc))
         return report.checks, None
@@ -666,69 +686,53 @@ def _valid_until_check(report: Report, root: Element, now: dt.datetime) -> bool:
 
 
 def _signature_check(
-    report: Report, data: bytes, root: Element, trusted_pem: str | None, url: str | None
-) -> None:
-    signature = root.find(f"{{{DS}}}Signature")
-    if signature is None:
+    report: Report, data: bytes, root: Element, trust: _Trust, url: str | None
+) -> bool:
+    """The document's signature, as the connector will judge it (same function, same
+    certificates); True when it verifies."""
+    found = verify_metadata_signature(data, trust.certs_pem, root=root)
+    check = "metadata_signature"
+    if found.verified:
+        report.add(check, "ok", "the metadata signature verifies with the certificate given")
+    elif found.reason == "unsigned":
         nested = next(root.iter(f"{{{DS}}}Signature"), None) is not None
-        if nested:
+        if trust.required:
             report.add(
-                "metadata_signature",
+                check,
+                "error",
+                f"{found.problem}, but signed metadata is required (a trusted signing "
+                "certificate is configured): the connection would refuse it",
+            )
+        elif nested:
+            report.add(
+                check,
                 "warning",
                 "only an inner element is signed, not the whole document: not checked",
             )
         elif url is not None and urlsplit(url).scheme == "http":
             report.add(
-                "metadata_signature",
+                check,
                 "warning",
                 "the metadata is not signed and came over plain http: anyone on the path "
                 "could have replaced the IdP's keys; fetch it over https or have it signed",
             )
         else:
             how = "over https" if url is not None else "uploaded by an admin"
-            report.add("metadata_signature", "ok", f"the metadata is not signed ({how})")
-        return
-    try:  # the signature must cover the whole document: no wrapping, one reference
-        check_unique_ids(root)
-        check_signature_shape(signature, root)
-    except UnsafeMessage as exc:
-        report.add("metadata_signature", "error", f"the metadata signature is unusable: {exc}")
-        return
-    if trusted_pem is None:
+            report.add(check, "ok", f"the metadata is not signed ({how})")
+    elif found.reason == "untrusted":
+        report.add(check, "warning", str(found.problem))
+    elif found.reason == "no_xmlsec1":
+        report.add(check, "error", "xmlsec1 is not installed here: unchecked")
+    elif found.reason == "mismatch":
         report.add(
-            "metadata_signature",
-            "warning",
-            "the metadata is signed, but no trusted certificate was given to check it",
-        )
-        return
-    try:
-        verified = verify_metadata_signature(data, root, trusted_pem)
-    except saml2.sigver.SigverError:  # get_xmlsec_binary: not installed
-        report.add("metadata_signature", "error", "xmlsec1 is not installed here: unchecked")
-        return
-    if verified:
-        report.add(
-            "metadata_signature", "ok", "the metadata signature verifies with the certificate given"
-        )
-    else:
-        report.add(
-            "metadata_signature",
+            check,
             "error",
             "the metadata signature does NOT verify with the certificate given: the document "
             "was changed after signing, or signed with another key",
         )
-
-
-def verify_metadata_signature(data: bytes, root: Element, cert_pem: str) -> bool:
-    """xmlsec1 (through pysaml2's backend) on the root's enveloped signature, with the
-    given certificate only (``raw-x509-cert``: a certificate inside KeyInfo is ignored)."""
-    crypto = saml2.sigver.CryptoBackendXmlSec1(saml2.sigver.get_xmlsec_binary())
-    cert_file = saml2.sigver.make_temp(cert_pem.encode(), suffix=".pem", decode=False)
-    node = f"{MD}:{_local(root.tag)}"
-    try:
-        return bool(crypto.validate_signature(data, cert_file.name, "pem", node, root.get("ID")))
-    except (saml2.sigver.SignatureError, saml2.sigver.XmlsecError):
-        return False
+    else:
+        report.add(check, "error", f"metadata: {found.problem}")
+    return found.verified
 
 
 def _sso_checks(report: Report, idp: IdpMetadata) -> None:
@@ -832,6 +836,8 @@ async def _test_saml(hub: Hub, connection: SamlConnectionSettings) -> Report:
         metadata_url=connection.idp_metadata_url,
         metadata_xml=xml if connection.idp_metadata_url is None else None,
         idp_entity_id=connection.idp_entity_id,
+        metadata_signing_certs=connection.metadata_signing_certs,
+        require_signed_metadata=connection.require_signed_metadata,
     )
 
 
