@@ -22,7 +22,7 @@ from federation.admin.service import SYSTEM, AdminService
 from federation.hub import Hub
 from federation.settings import PartnerStatus
 from federation.web.app import create_app
-from tests.admin.test_api import (
+from tests.admin.support import (
     API,
     BASE,
     api_settings,

@@ -13,7 +13,7 @@ from federation.admin.documents import Change, Document, DocumentStore, VersionC
 from federation.admin.service import REDACTED, SYSTEM, Actor, AdminService, redact, unredact
 from federation.admin.tokens import Role
 from federation.hub import Hub
-from tests.admin.test_api import CLIENT_SECRET, api_settings, make_hub
+from tests.admin.support import CLIENT_SECRET, api_settings, make_hub
 
 ROOT = Actor("root@corp.example (corp)", Role.admin)
 OIDC_SECRET = "acme-upstream-secret-1"
