@@ -47,12 +47,15 @@ def _audit_refusal(request: Request, event: str, exc: IsthmusError, client: str 
         outcome="failure",
         reason=exc.error,
         client=client,
+        app=client,
         detail=exc.detail,
         request_id=request.state.request_id,
     )
 
 
 def _audit(request: Request, event: str, **fields: Any) -> None:
+    # The client is the app users sign in to: the audit trail filters both kinds by `app`.
+    fields.setdefault("app", fields.get("client"))
     pages.hub_of(request).audit.emit(event, request_id=request.state.request_id, **fields)
 
 
@@ -141,6 +144,8 @@ async def authorize(request: Request) -> Response:
         "oidc.code_issued",
         client=client.client_id,
         partner=session.identity.partner_id,
+        subject=session.identity.subject,
+        email=session.identity.email,
         sid=session.sid,
     )
     location = _with_query(redirect_uri, {"code": code, "state": areq.state, "iss": ctx.issuer})

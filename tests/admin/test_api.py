@@ -580,6 +580,21 @@ async def test_audit_filters_and_exports(
     assert lines == acme_events
 
 
+async def test_audit_filters_by_app_across_the_proxy_and_the_oidc_provider(
+    admin: httpx.AsyncClient, as_user: SignIn, app: Starlette
+) -> None:
+    """`orders` is both a proxied app and an OIDC client: one filter finds both trails."""
+    async with as_user("bob@acme.example") as bob:
+        await oidc_tokens(bob)
+        decided = await forward_auth(app, bob.cookies.get("isthmus_session"))
+        assert decided.status_code in (200, 403)
+    answer = await admin.get(f"{API}/audit", params={"app": "orders", "user": "bob@acme.example"})
+    found = {e["event"] for e in answer.json()["items"]}
+    assert {"oidc.code_issued", "proxy.decision"} <= found, found
+    others = await admin.get(f"{API}/audit", params={"app": "no-such-app"})
+    assert others.json()["items"] == []
+
+
 # ---------------------------------------------------------------------- domains (DNS)
 
 
