@@ -22,6 +22,7 @@ import typer
 from federation import cli_admin
 from federation.errors import ConfigError
 from federation.keys import KeySet, load_or_create, rotate_file
+from federation.migrate import cli as migrate_cli
 from federation.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -99,9 +100,19 @@ def check_config(
 @app.command()
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="The YAML configuration file.")],
+    log_format: Annotated[
+        Literal["json", "text"] | None,
+        typer.Option(help="Log lines as JSON objects or text (else observability.log_format)."),
+    ] = None,
 ) -> None:
-    """Run the hub with the given configuration (ISTHMUS_* variables override the file)."""
+    """Run the hub with the given configuration (ISTHMUS_* variables override the file).
+
+    SIGTERM drains, then stops gracefully (observability.drain_seconds and
+    graceful_timeout_seconds; docs/operations.md)."""
     settings = _load_or_exit(config)
+    if log_format is not None:
+        observability = settings.observability.model_copy(update={"log_format": log_format})
+        settings = settings.model_copy(update={"observability": observability})
     from federation.web.app import create_app
 
     hub_app = _create_or_exit(lambda: create_app(settings))
@@ -118,9 +129,10 @@ def _create_or_exit(factory: Any) -> Any:
 
 
 def _run(asgi_app: Any, host: str, port: int) -> None:
-    import uvicorn
+    # The hub's app: its logging, drain on SIGTERM and graceful timeout; others: uvicorn's.
+    from federation.observability.shutdown import run_server
 
-    uvicorn.run(asgi_app, host=host, port=port, log_level="info", proxy_headers=False)
+    run_server(asgi_app, host, port)
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -638,6 +650,7 @@ def policy_test(
 # --- admin: apply, export, audit, partners, apps, tokens (federation/cli_admin.py) ---------
 
 cli_admin.register(app)
+migrate_cli.register(app)  # isthmus keycloak import (federation/migrate/cli.py)
 
 
 if __name__ == "__main__":  # pragma: no cover
