@@ -84,6 +84,7 @@ class ConnectorRegistry:
 
 
 def default_registry() -> ConnectorRegistry:
+    from connectors.keycloak import KeycloakConnector
     from connectors.mock import MockConnector
     from connectors.oidc import OidcConnector
     from connectors.saml import SamlConnector
@@ -92,5 +93,10 @@ def default_registry() -> ConnectorRegistry:
     # settable attribute for mypy, although it honours the capability at run time.
     mock = cast(ConnectorFactory, MockConnector.from_settings)
     return ConnectorRegistry(
-        {"oidc": OidcConnector.from_settings, "saml": SamlConnector.from_settings, "mock": mock}
+        {
+            "oidc": OidcConnector.from_settings,
+            "saml": SamlConnector.from_settings,
+            "keycloak": KeycloakConnector.from_settings,
+            "mock": mock,
+        }
     )

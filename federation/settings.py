@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from federation.errors import ConfigError
@@ -227,8 +234,65 @@ class SamlConnectionSettings(Strict):
         return self.require_signed_metadata
 
 
+class KeycloakAdminSettings(Strict):
+    """The Keycloak admin API's credentials: a confidential client whose service account
+    (client credentials grant) holds the realm-management roles ``view-users``,
+    ``query-groups``, ``view-realm`` (and ``query-clients`` for ``client_roles_from``)."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_user_password(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and {"username", "password"} & set(data):
+            raise ValueError(
+                "a user's username/password is never accepted for the admin API: give a "
+                "service-account client (client_id, client_secret) with the realm-management "
+                "roles view-users, query-groups and view-realm"
+            )
+        return data
+
+
+class KeycloakConnectionSettings(Strict):
+    """Staff of an ``internal`` partner signing in through a Keycloak realm: OIDC with
+    Keycloak's roles and groups mapped, read through the admin API when the ID token lacks
+    them (docs/keycloak.md)."""
+
+    type: Literal["keycloak"]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    display_name: str | None = None
+    # Keycloak's base URL (https://sso.corp.example), without /realms/...
+    server_url: str
+    realm: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+    # The hub's confidential client in that realm (standard flow, PKCE S256).
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    algorithms: tuple[
+        Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"], ...
+    ] = ("RS256",)
+    # Clients whose client roles become roles, as "<client>:<role>"; realm roles stay plain.
+    client_roles_from: tuple[str, ...] = ()
+    # None: roles and groups come from the ID token (and userinfo) only.
+    admin: KeycloakAdminSettings | None = None
+    # How long an admin API answer about one user is reused (0: never), and for how many.
+    role_cache_seconds: int = Field(default=300, ge=0, le=86400)
+    role_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    trust_acr: bool = False
+    leeway_seconds: int = Field(default=60, ge=0, le=300)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.server_url.rstrip('/')}/realms/{self.realm}"
+
+
 ConnectionSettings = Annotated[
-    OidcConnectionSettings | MockConnectionSettings | SamlConnectionSettings,
+    OidcConnectionSettings
+    | MockConnectionSettings
+    | SamlConnectionSettings
+    | KeycloakConnectionSettings,
     Field(discriminator="type"),
 ]
 
@@ -581,8 +645,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
-    # Drop pydantic's union-tag segments ("oidc", "mock", "saml") that are not file keys.
-    parts = [str(p) for p in loc if p not in ("oidc", "mock", "saml")]
+    # Drop pydantic's union-tag segments ("oidc", "mock", ...) that are not file keys.
+    parts = [str(p) for p in loc if p not in ("oidc", "mock", "saml", "keycloak")]
     return ".".join(parts)
 
 
@@ -687,6 +751,8 @@ def _partner_problems(settings: Settings) -> Iterator[tuple[str, str]]:
                 yield f"{cwhere}.id", f"connection id {connection.id!r} is used twice"
             seen_connections[connection.id] = partner.id
             yield from _connection_problems(cwhere, connection, settings)
+            if isinstance(connection, KeycloakConnectionSettings):
+                yield from _keycloak_partner_problems(cwhere, partner)
 
 
 def _connection_problems(
@@ -698,6 +764,9 @@ def _connection_problems(
         return
     if isinstance(connection, SamlConnectionSettings):
         yield from _saml_problems(where, connection, settings)
+        return
+    if isinstance(connection, KeycloakConnectionSettings):
+        yield from _keycloak_problems(where, connection, settings)
         return
     yield from _url_problems(f"{where}.issuer", connection.issuer, settings, allow_path=True)
     needs_secret = connection.token_endpoint_auth_method != "none"
@@ -743,6 +812,34 @@ def _saml_problems(
         )
     if not connection.idp_initiated_return_url.startswith("/"):
         yield f"{where}.idp_initiated_return_url", "must be a path on the hub, like /apps"
+
+
+def _keycloak_problems(
+    where: str, connection: KeycloakConnectionSettings, settings: Settings
+) -> Iterator[tuple[str, str]]:
+    url = connection.server_url
+    yield from _url_problems(f"{where}.server_url", url, settings, allow_path=True)
+    if "/realms/" in f"{urlsplit(url).path}/":
+        yield f"{where}.server_url", "give Keycloak's base URL, without /realms/...: set realm"
+    if "openid" not in connection.scopes:
+        yield f"{where}.scopes", "must include 'openid'"
+    if not connection.algorithms:
+        yield f"{where}.algorithms", "list at least one signing algorithm"
+    for i, client in enumerate(connection.client_roles_from):
+        if not client:
+            yield f"{where}.client_roles_from.{i}", "must be a client id of the realm"
+
+
+def _keycloak_partner_problems(where: str, partner: PartnerSettings) -> Iterator[tuple[str, str]]:
+    if partner.kind is not PartnerKind.internal:
+        yield (
+            f"{where}.type",
+            (
+                f"keycloak connections are for the company's own staff (partner kind "
+                f"'internal', not {partner.kind.value!r}); a partner running Keycloak is an "
+                "'oidc' or 'saml' connection (docs/keycloak.md)"
+            ),
+        )
 
 
 def _client_problems(settings: Settings) -> Iterator[tuple[str, str]]:

@@ -19,6 +19,7 @@ from connectors.saml import SamlConnector
 from federation.errors import IsthmusError
 from federation.settings import (
     ConnectionSettings,
+    KeycloakConnectionSettings,
     MockConnectionSettings,
     MockUser,
     PartnerKind,
@@ -83,6 +84,26 @@ def oidc_harness() -> Harness:
     return Harness(connector, partner, connection, lambda redirect: idp.authorize(redirect.url))
 
 
+def keycloak_harness() -> Harness:
+    # A Keycloak realm is an OIDC issuer at {server_url}/realms/{realm}; staff only.
+    realm = FakeOidcProvider(
+        "https://sso.acme.test/realms/staff",
+        users=[FakeUser("u-1", email="u1@acme.test", extra={"realm_access": {"roles": []}})],
+    )
+    connection = KeycloakConnectionSettings(
+        type="keycloak",
+        id="conn-1",
+        server_url="https://sso.acme.test",
+        realm="staff",
+        client_id=realm.client_id,
+        client_secret=str(realm.client_secret),
+    )
+    partner = partner_with(connection).model_copy(update={"kind": PartnerKind.internal})
+    context = ConnectorContext(hub_base_url="https://hub.test", transport=realm.transport)
+    connector = default_registry().build(partner, connection, context)
+    return Harness(connector, partner, connection, lambda redirect: realm.authorize(redirect.url))
+
+
 def saml_harness() -> Harness:
     idp = FakeSamlIdP(users=[SamlUser("u-1", email="u1@acme.test")], sign_response=False)
     connection = SamlConnectionSettings(
@@ -118,6 +139,7 @@ HARNESSES: dict[str, Callable[[], Harness]] = {
     "mock": mock_harness,
     "oidc": oidc_harness,
     "saml": saml_harness,
+    "keycloak": keycloak_harness,
 }
 
 
