@@ -20,18 +20,14 @@ import typer
 
 from federation.admin.domains import new_token
 from federation.migrate.keycloak import (
-    REPORT_FILE,
-    ImportOptions,
-    ImportResult,
     KeycloakImportError,
     RealmSnapshot,
-    build_import,
     close,
     connect,
-    previous_import,
     read_realm,
-    write_import,
 )
+from federation.migrate.output import REPORT_FILE, previous_import, write_import
+from federation.migrate.partners import ImportOptions, ImportResult, build_import
 from federation.settings import PartnerKind
 
 DEFAULT_SECRET_ENV = "ISTHMUS_KEYCLOAK_CLIENT_SECRET"
