@@ -10,9 +10,9 @@ session ends (or earlier by ``peer.stop()``)::
                           assertion_header="X-Isthmus-Assertion")
         httpx.get(f"{edge.base_url}/x", cookies=...)
 
-Signature: ``nginx_peer(name, *, upstream, auth=None, identity_headers=(),
-assertion_header=None, workers=1, port=None, session_cookie="isthmus_session") ->
-NginxPeer``. ``auth`` is the full URL of
+Signature: ``nginx_peer(name, *, upstream=None, upstreams=(), auth=None,
+identity_headers=(), assertion_header=None, workers=1, port=None,
+session_cookie="isthmus_session") -> NginxPeer``. ``auth`` is the full URL of
 the hub's nginx forward-auth endpoint; ``None`` serves the upstream directly (the
 benchmark's baseline). The generated ``nginx.conf`` (templates in ``tests/peers/nginx/``)
 lives in a private prefix under pytest's tmp with its pid file, logs and temp dirs; nginx
@@ -29,6 +29,18 @@ With ``auth``, every request to the server is checked first (``auth_request``):
   with ``rd`` = the original URL);
 * 403: nginx's own 403 page (the hub's body is not relayed by ``auth_request``);
 * the hub's session cookie is taken out of the ``Cookie`` header the upstream gets.
+
+With ``upstreams`` (several base URLs, instead of ``upstream``; no ``auth``) nginx is a
+round-robin load balancer in front of hub replicas (``balance.conf.in``)::
+
+    front = nginx_peer("front", upstreams=[hub_a.url, hub_b.url, hub_c.url])
+
+``Host`` is passed on, ``X-Forwarded-For``/``-Proto`` are added; a replica that refuses
+the connection or times out is skipped for ``FAIL_TIMEOUT`` seconds and the request goes
+to the next one (a POST only when nothing of it was sent); responses are not buffered.
+``peer.upstream_log()`` lists, per request, which replicas nginx tried
+(:class:`UpstreamLine`; ``X-Isthmus-Trace``, a header of the test's choosing, labels
+requests).
 
 A missing ``nginx`` fails in CI and skips elsewhere (``tests.peers.common.missing``).
 """
@@ -55,6 +67,8 @@ from tests.peers.common import free_port, missing
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
+# Balancer mode: a replica that failed once is left out for this long (nginx max_fails=1).
+FAIL_TIMEOUT = 2
 TEMPLATES = Path(__file__).parent / "nginx"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
 
@@ -83,22 +97,33 @@ def render_conf(
     *,
     prefix: Path,
     port: int,
-    upstream: str,
+    upstream: str | None = None,
     auth: str | None,
     identity_headers: Sequence[str],
     assertion_header: str | None,
     workers: int,
     session_cookie: str = "isthmus_session",
+    upstreams: Sequence[str] = (),
 ) -> str:
-    """The nginx.conf of one instance, from ``tests/peers/nginx/*.conf.in``."""
-    up = urlsplit(upstream)
+    """The nginx.conf of one instance, from ``tests/peers/nginx/*.conf.in``: ``upstream``
+    served directly or behind ``auth``, or round robin over ``upstreams``."""
+    if (upstream is None) == (not upstreams) or isinstance(upstreams, str):
+        raise ValueError("give upstream (one URL) or upstreams (a list of URLs), not both")
+    if upstreams and auth is not None:
+        raise ValueError("the balancer (upstreams) has no auth")
+    balance = f" max_fails=1 fail_timeout={FAIL_TIMEOUT}s" if upstreams else ""
+    servers = [upstream] if upstream is not None else list(upstreams)
     values = {
         "prefix": str(prefix),
         "port": str(port),
         "workers": str(workers),
-        "upstream_addr": f"{up.hostname}:{up.port}",
+        "upstream_servers": "\n".join(
+            f"        server {_address(url)}{balance};" for url in servers
+        ),
     }
-    if auth is None:
+    if upstreams:
+        server = (TEMPLATES / "balance.conf.in").read_text()
+    elif auth is None:
         server = (TEMPLATES / "direct.conf.in").read_text()
     else:
         target = urlsplit(auth)
@@ -125,6 +150,35 @@ def render_conf(
     return main
 
 
+def _address(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+@dataclass(frozen=True)
+class UpstreamLine:
+    """One request in a balancer's ``logs/upstream.log``."""
+
+    method: str
+    uri: str
+    status: int
+    # Every replica nginx tried, in order ("host:port"); the last one answered.
+    tried: tuple[str, ...]
+    trace: str
+
+    @property
+    def served_by(self) -> str:
+        return self.tried[-1] if self.tried else ""
+
+
+def _upstream_line(line: str) -> UpstreamLine:
+    head, _, trace = line.partition(' "')
+    _msec, method, uri, status, *addresses = head.split(" ")
+    # "a:1, b:2" when nginx went on to the next replica; "a:1 : b:2" across internal jumps.
+    tried = tuple(a.strip(",") for a in addresses if a not in (":", "-", ""))
+    return UpstreamLine(method, uri, int(status), tried, trace.rstrip().removesuffix('"'))
+
+
 @dataclass
 class NginxPeer:
     name: str
@@ -146,8 +200,23 @@ class NginxPeer:
         return self.prefix / "logs" / "access.log"
 
     @property
+    def upstream_log_path(self) -> Path:
+        """Balancer mode only: which replica served each request."""
+        return self.prefix / "logs" / "upstream.log"
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def upstream_log(self, trace: str | None = None) -> list[UpstreamLine]:
+        """The balancer's requests so far (those labelled ``trace`` when given). nginx
+        writes a line once the response is sent."""
+        try:
+            text = self.upstream_log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        lines = [_upstream_line(line) for line in text.splitlines() if line.strip()]
+        return [line for line in lines if trace is None or line.trace == trace]
 
     def log(self) -> str:
         try:
@@ -214,7 +283,8 @@ class StartNginx:
         self,
         name: str,
         *,
-        upstream: str,
+        upstream: str | None = None,
+        upstreams: Sequence[str] = (),
         auth: str | None = None,
         identity_headers: Sequence[str] = (),
         assertion_header: str | None = None,
@@ -232,6 +302,7 @@ class StartNginx:
                 prefix=prefix,
                 port=port,
                 upstream=upstream,
+                upstreams=upstreams,
                 auth=auth,
                 identity_headers=identity_headers,
                 assertion_header=assertion_header,
