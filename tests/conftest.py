@@ -1,4 +1,4 @@
-"""Shared fixtures. Peer fixtures (Redis, node oidc-provider, SimpleSAMLphp): tests/peers/."""
+"""Shared fixtures. Peer fixtures (real Redis, IdPs, Keycloak, nginx, DNS): tests/peers/."""
 
 pytest_plugins: list[str] = [
     "tests.peers.redis",
@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.peers.simplesamlphp",
     "tests.peers.nginx",
     "tests.peers.dns",
+    "tests.peers.keycloak",
 ]
