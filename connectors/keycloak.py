@@ -280,8 +280,13 @@ class AdminApiDirectory:
     ) -> tuple[str, ...]:
         uuid = self._client_uuids.get(client)
         if uuid is None:
-            # Lists only the clients the service account may view (view-clients).
-            uuid = await admin.a_get_client_id(client)
+            # Without view-clients: HTTP 403, or (with query-clients) an empty list.
+            try:
+                uuid = await admin.a_get_client_id(client)
+            except KeycloakError as exc:
+                if getattr(exc, "response_code", None) != 403:
+                    raise
+                uuid = None
             if uuid is None:
                 raise self._invisible(client)
             self._client_uuids[client] = uuid

@@ -237,7 +237,7 @@ class SamlConnectionSettings(Strict):
 class KeycloakAdminSettings(Strict):
     """The Keycloak admin API's credentials: a confidential client whose service account
     (client credentials grant) holds the realm-management roles ``view-users``,
-    ``query-groups``, ``view-realm`` (and ``query-clients`` for ``client_roles_from``)."""
+    ``query-groups``, ``view-realm`` (and ``view-clients`` for ``client_roles_from``)."""
 
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1)

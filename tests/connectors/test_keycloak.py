@@ -78,6 +78,7 @@ class FakeKeycloakAdmin:
         }
         self.visible = {"orders-app": "uuid-orders", "billing": "uuid-billing"}
         self.status: int | None = None  # answer every admin call with this status
+        self.clients_forbidden = False
         self.network_error: httpx.TransportError | None = None
         self.token_requests: list[dict[str, str]] = []
         self.calls: list[str] = []
@@ -100,6 +101,8 @@ class FakeKeycloakAdmin:
             return httpx.Response(self.status, json={"error": "refused by the fake"})
         parts = path.removeprefix("/admin/realms/corp/").split("/")
         if parts == ["clients"]:
+            if self.clients_forbidden:  # no view-clients nor query-clients
+                return httpx.Response(403, json={"error": "HTTP 403 Forbidden"})
             client_id = request.url.params.get("clientId")
             found = [
                 {"id": uuid, "clientId": cid}
@@ -587,7 +590,11 @@ def unreachable(admin: FakeKeycloakAdmin) -> None:
 
 
 def hide_clients(admin: FakeKeycloakAdmin) -> None:
-    admin.visible = {}
+    admin.visible = {}  # query-clients without view-clients: an empty list
+
+
+def forbid_clients(admin: FakeKeycloakAdmin) -> None:
+    admin.clients_forbidden = True
 
 
 @pytest.mark.parametrize(
@@ -597,9 +604,17 @@ def hide_clients(admin: FakeKeycloakAdmin) -> None:
         (answer_500, ALICE_ID, "answered HTTP 500"),
         (unreachable, ALICE_ID, "unreachable"),
         (hide_clients, ALICE_ID, "not visible to the service account (view-clients)"),
+        (forbid_clients, ALICE_ID, "not visible to the service account (view-clients)"),
         (lambda admin: None, "no-such-user", "has no user 'no-such-user' (HTTP 404)"),
     ],
-    ids=["forbidden", "server-error", "unreachable", "client-not-visible", "unknown-user"],
+    ids=[
+        "forbidden",
+        "server-error",
+        "unreachable",
+        "client-not-listed",
+        "clients-forbidden",
+        "unknown-user",
+    ],
 )
 async def test_admin_api_failures_are_upstream_errors_that_say_why(
     break_it: Failure, user: str, says: str
