@@ -98,6 +98,9 @@ if [ ! -f "$KC_HOME/.isthmus-installed" ]; then
   touch "$KC_HOME/.isthmus-installed"
 fi
 
+# helm (built from the Go module proxy) for the chart's tests.
+bash "$ROOT/scripts/install-helm.sh"
+
 log "ok: $(redis-server --version | cut -d' ' -f1-3), node $("$NODE22" --version)," \
   "oidc-provider $("$NODE22" -p "require('$OIDC_DIR/node_modules/oidc-provider/package.json').version")," \
   "simplesamlphp $(dpkg-query -W -f='${Version}' simplesamlphp), php $(php -r 'echo PHP_VERSION;')," \
