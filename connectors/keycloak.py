@@ -66,9 +66,11 @@ class UserAccess:
         resource_access = claims.get("resource_access")
         groups = claims.get("groups")
         client_roles: dict[str, tuple[str, ...]] | None = None
-        if isinstance(resource_access, Mapping):
+        if isinstance(resource_access, Mapping):  # client ids may hold dots: no dotted paths
+            entries = {client: resource_access.get(client) for client in clients}
             client_roles = {
-                client: _strings(claim(resource_access, f"{client}.roles")) for client in clients
+                client: _strings(entry.get("roles")) if isinstance(entry, Mapping) else ()
+                for client, entry in entries.items()
             }
         return cls(
             realm_roles=_strings(realm) if isinstance(realm, list) else None,

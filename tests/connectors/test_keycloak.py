@@ -375,6 +375,18 @@ async def test_only_the_clients_named_in_client_roles_from_are_mapped() -> None:
     assert identity.roles == ("isthmus-admin", "staff", "offline_access")
 
 
+async def test_client_ids_with_dots_are_read_whole() -> None:
+    claims = {
+        **MAPPED,
+        "resource_access": {"https://orders.corp.example": {"roles": ["approver"]}},
+    }
+    rig = Rig(FakeUser(ALICE_ID, extra=claims), client_roles_from=("https://orders.corp.example",))
+
+    identity = await rig.sign_in()
+
+    assert identity.roles[-1] == "https://orders.corp.example:approver"
+
+
 async def test_roles_and_groups_from_userinfo_count_as_the_token_s() -> None:
     # Mappers set to "add to userinfo" only: the ID token has sub, userinfo the rest.
     rig = Rig(ALICE, directory=CountingDirectory(), profile_in_id_token=False)
