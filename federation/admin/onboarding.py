@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ValidationError
 
+from connectors.keycloak import oidc_settings as keycloak_oidc_settings
 from connectors.registry import ConnectorContext
 from connectors.saml.guard import (
     DS,
@@ -54,6 +55,7 @@ from federation.admin.tokens import Role
 from federation.errors import NotFound
 from federation.settings import (
     ConnectionSettings,
+    KeycloakConnectionSettings,
     MockConnectionSettings,
     OidcConnectionSettings,
     SamlConnectionSettings,
@@ -788,6 +790,10 @@ async def test_connection(hub: Hub, partner_id: str, connection_id: str) -> Repo
     connection = _connection_of(partner.settings.connections, connection_id) if partner else None
     if partner is None or connection is None:
         raise NotFound(f"partner {partner_id!r} has no connection {connection_id!r}")
+    if isinstance(connection, KeycloakConnectionSettings):
+        # A Keycloak realm is an OIDC issuer: the same checks, on the OIDC settings the
+        # connector derives from it.
+        connection = keycloak_oidc_settings(connection)
     if isinstance(connection, OidcConnectionSettings):
         report = await inspect_oidc(
             connection.issuer,

@@ -830,3 +830,25 @@ async def test_who_may_run_a_test_login(
     assert response.status_code == status, response.text
     if status != 303:
         assert "isthmus_flow" not in response.headers.get("set-cookie", "")
+
+
+async def test_test_connection_of_a_keycloak_realm(idp: FakeOidcProvider) -> None:
+    """A `keycloak` connection is checked as the OIDC issuer its realm is."""
+    realm = FakeOidcProvider("https://kc.corp.test/realms/staff", users=[FakeUser("root")])
+    settings = onboarding_settings("<unused/>")
+    corp = settings.partners[0].model_dump()
+    corp["connections"] = [
+        *corp["connections"],
+        {"type": "keycloak", "id": "corp-kc", "server_url": "https://kc.corp.test",
+         "realm": "staff", "client_id": "isthmus", "client_secret": "s3cret"},
+    ]  # fmt: skip
+    settings = settings.model_copy(update={"partners": (type(settings.partners[0])(**corp),)})
+    context = ConnectorContext(hub_base_url=BASE, mounts={**idp.mounts(), **realm.mounts()})
+    hub = build_hub(settings, context=context)
+    try:
+        report = await onboarding.test_connection(hub, "corp", "corp-kc")
+    finally:
+        await hub.aclose()
+    assert report.ok, report.to_dict()
+    assert statuses(report)["issuer"] == "ok"
+    assert report.test_login_url == f"{BASE}/admin/test-login/corp-kc"
