@@ -506,6 +506,60 @@ class ListenSettings(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
+class TracingSettings(Strict):
+    """OpenTelemetry traces (the ``isthmus[otel]`` extra): off unless enabled."""
+
+    enabled: bool = False
+    # OTLP over HTTP, e.g. http://otel-collector:4318/v1/traces. None: the exporter's own
+    # default, or the OTEL_EXPORTER_OTLP_* environment variables.
+    otlp_endpoint: str | None = None
+    service_name: str = Field(default="isthmus", min_length=1)
+
+
+class ObservabilitySettings(Strict):
+    """Logs, metrics, readiness and shutdown (docs/operations.md)."""
+
+    # json: one JSON object per line (containers); text: for a terminal.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # uvicorn's access log (one line per request) in the same format; the audit trail
+    # already records every login and decision.
+    access_log: bool = False
+    # Audit events also as log lines (logger isthmus.audit), besides the audit log.
+    audit_log_lines: bool = True
+    metrics_enabled: bool = True
+    metrics_path: str = "/metrics"
+    # Peers (CIDRs) allowed to read the metrics; empty: any peer that reaches the port.
+    metrics_allow: tuple[str, ...] = ()
+    # /readyz: how long the store and the registry have to answer.
+    readiness_timeout_seconds: float = Field(default=0.8, gt=0, le=10)
+    # SIGTERM: /readyz answers 503 for this long while requests are still served (load
+    # balancers take the replica out), then the listener closes and requests in flight
+    # get up to graceful_timeout_seconds to finish.
+    drain_seconds: float = Field(default=5.0, ge=0, le=300)
+    graceful_timeout_seconds: int = Field(default=20, ge=0, le=3600)
+    tracing: TracingSettings = TracingSettings()
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _metrics_path(cls, value: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", value):
+            raise ValueError("must be a plain absolute path, like /metrics")
+        if value in ("/healthz", "/readyz"):
+            raise ValueError(f"{value} is the hub's own probe")
+        return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network (CIDR)") from None
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid",
@@ -522,6 +576,7 @@ class Settings(BaseSettings):
     # Any request body larger than this is refused (413) before it is read in full.
     max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     listen: ListenSettings = ListenSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     store: StoreSettings = StoreSettings()
     keys: KeySettings = KeySettings()
     session: SessionSettings = SessionSettings()

@@ -27,6 +27,7 @@ from yarl import URL
 
 from federation.errors import AccessDenied, InvalidRequest, IsthmusError, StoreUnavailable
 from federation.hub import Hub
+from federation.observability import metrics
 from federation.proxy.decide import Decider, Outcome, PolicySet, Verdict
 from federation.proxy.headers import (
     AssertionIssuer,
@@ -186,6 +187,7 @@ class ProxyMiddleware:
         if match is None:
             await self.app(scope, receive, send)
             return
+        scope["state"][metrics.ROUTE_GROUP] = "proxy"
         exchange = Exchange(self.proxy, match, scope, receive, send)
         if scope["type"] == "websocket":
             await exchange.websocket()
@@ -307,10 +309,12 @@ class Exchange:
                         return
                 await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            metrics.upstream_error(app.id, "interrupted" if started else "timeout")
             if started:
                 raise
             await self._error(GatewayTimeout(f"app {app.id} at {url.origin()}: {exc!r}"))
         except (aiohttp.ClientError, OSError) as exc:
+            metrics.upstream_error(app.id, "interrupted" if started else "unreachable")
             if started:
                 raise
             await self._error(BadGateway(f"app {app.id} at {url.origin()}: {exc!r}"))
@@ -384,6 +388,7 @@ class Exchange:
                 compress=0,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            metrics.upstream_error(app.id, "websocket")
             _log.warning("websocket upstream of %s failed: %r [%s]", app.id, exc, self.request_id)
             await self.send({"type": "websocket.close", "code": 1011})
             return

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from federation.errors import StoreUnavailable
+from federation.observability.metrics import store_error
 from federation.stores.base import JSON, Put, SetAdd
 
 # Seconds. A hub request must not hang on Redis: the connect timeout bounds an unreachable
@@ -163,9 +164,11 @@ def unavailable(what: str) -> Iterator[None]:
     except ResponseError as exc:
         if str(exc).startswith("WRONGTYPE"):
             raise TypeError(f"redis {what}: the key holds the other kind (value/set)") from exc
+        store_error(what)  # counted in isthmus_store_errors_total
         raise StoreUnavailable(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
     except (RedisError, OSError) as exc:
         # OSError covers socket errors redis-py lets through (and TimeoutError, its subclass).
+        store_error(what)
         raise StoreUnavailable(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
 
 

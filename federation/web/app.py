@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from federation.broker.login import Broker
 from federation.errors import IsthmusError, PayloadTooLarge
 from federation.hub import Hub, build_hub
+from federation.observability import logging as log_context
+from federation.observability.asgi import Observability, ObservabilityMiddleware
 from federation.proxy.forward import Proxy, ProxyMiddleware
 from federation.settings import Settings
 from federation.web import admin_api, console, errors, forward_auth, pages, provider, upstream
@@ -41,6 +43,7 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = log_context.request_id.set(request_id)  # every log line of it carries it
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -49,7 +52,10 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log_context.request_id.reset(token)
 
 
 class BodyLimitMiddleware:
@@ -91,20 +97,30 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    hub: Hub | None = None,
+    observability: Observability | None = None,
+) -> Starlette:
     if hub is None:
         hub = build_hub(settings or Settings())
     proxy = Proxy(hub)
+    if observability is None:
+        observability = Observability.of(hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        counted = observability.enter()  # the registry watcher's store errors count too
         await hub.start()  # the registry: loaded (seeded from the file) and followed
         await proxy.start()
         try:
             yield
         finally:
+            observability.readiness.drain()  # not ready from the first step of the end
             await proxy.aclose()
-            await hub.aclose()
+            await hub.aclose()  # the audit sink flushes; the store's connections close
+            observability.close(counted)
 
     app = Starlette(
         routes=_routes(),
@@ -118,11 +134,15 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> S
     app.state.hub = hub
     app.state.broker = Broker(hub)
     app.state.proxy = proxy
+    app.state.observability = observability
     app.add_middleware(BodyLimitMiddleware, limit=hub.settings.max_request_bytes)
     # Requests for a proxied app go to the proxy (their bodies stream to the app, outside
     # the hub's body limit); everything else to the hub's own routes.
     app.add_middleware(ProxyMiddleware, proxy=proxy)
     app.add_middleware(forward_auth.EdgeMiddleware, host_app=app, proxy=proxy)
+    # Outside the edge and proxy dispatchers: times every request; answers the probes and
+    # the metrics before an app route can claim their paths.
+    app.add_middleware(ObservabilityMiddleware, observability=observability, hub=hub)
     app.add_middleware(RequestIdMiddleware)
     return app
 
