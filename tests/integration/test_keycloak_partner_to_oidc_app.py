@@ -30,7 +30,9 @@ Covered: an app login through each partner's Keycloak (partner_id, partner_kind,
 email, name in the hub's ID token; the hub session keyed on Keycloak's subject); invariant 1
 — a Keycloak user whose email is outside the partner's verified domains (another partner's
 domain, or nobody's) is refused with partner_mismatch and gets no session; logout at the
-hub (for SAML also at Keycloak, by single logout).
+hub (for SAML also at Keycloak, by single logout; for OIDC Keycloak's session stays);
+the fixture's async ``keycloak_form_login``. Known gap, strict xfail: Keycloak's encrypted
+assertions (its import's default for the hub's metadata) are refused by the hub.
 """
 
 from __future__ import annotations
@@ -190,11 +192,16 @@ def hub(
     )
     metadata = httpx.get(f"{running.url}/saml/{SAML_PARTNER.connection_id}/metadata", timeout=10)
     assert metadata.status_code == 200, metadata.text
-    internal_id = import_saml_client(keycloak_peer, metadata.text)
+    import_saml_client(keycloak_peer, metadata.text)
     try:
         yield KeycloakHub(**vars(running), sp_metadata=metadata.text)
     finally:
-        keycloak_peer.admin(SAML_REALM).delete_client(internal_id)
+        admin = keycloak_peer.admin(SAML_REALM)
+        internal_id = admin.get_client_id(
+            f"{running.url}/saml/{SAML_PARTNER.connection_id}/metadata"
+        )
+        assert internal_id, "the hub's SAML client is gone"
+        admin.delete_client(internal_id)
 
 
 def partner_entry(spec: PartnerSpec, connection: dict[str, Any]) -> dict[str, Any]:
@@ -208,9 +215,10 @@ def partner_entry(spec: PartnerSpec, connection: dict[str, Any]) -> dict[str, An
     }
 
 
-def import_saml_client(keycloak: KeycloakPeer, sp_metadata: str) -> str:
+def import_saml_client(keycloak: KeycloakPeer, sp_metadata: str, *, encrypt: bool = False) -> str:
     """What the partner's admin does in Keycloak: Clients → Import client (the hub's SP
-    metadata), then signatures and the NameID format. Returns the client's internal id."""
+    metadata), then signatures, the NameID format and encryption (which the import turns on,
+    the hub's metadata offering an encryption key). Returns the client's internal id."""
     client: dict[str, Any] = admin_request(
         keycloak,
         SAML_REALM,
@@ -223,6 +231,7 @@ def import_saml_client(keycloak: KeycloakPeer, sp_metadata: str) -> str:
     # what the metadata said: entityID, ACS, SLO, the hub's certificate
     assert client["protocol"] == "saml" and client["clientId"].endswith("/metadata"), client
     assert attributes.get("saml.signing.certificate"), attributes
+    assert attributes.get("saml.encrypt") == "true", attributes
     attributes.update(
         {
             "saml.server.signature": "true",  # sign documents (the Response)
@@ -231,7 +240,7 @@ def import_saml_client(keycloak: KeycloakPeer, sp_metadata: str) -> str:
             "saml.client.signature": "true",  # the hub signs its AuthnRequests
             "saml_name_id_format": "persistent",
             "saml.force.name.id.format": "false",
-            "saml.encrypt": "false",
+            "saml.encrypt": "true" if encrypt else "false",
         }
     )
     client.update({"enabled": True, "frontchannelLogout": True, "name": "Isthmus extranet hub"})
@@ -413,6 +422,27 @@ def test_app_login_through_keycloak_saml_partner(
     assert identity["subject"].startswith("G-")  # Keycloak's persistent pairwise id
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the hub does not read Keycloak's encrypted assertions yet: 'response carries 0 "
+    "assertions, not one' (Keycloak 26 defaults aes256-gcm + rsa-oaep, and also with "
+    "aes256-cbc + rsa-oaep-mgf1p); docs/keycloak.md says to turn encryption off",
+)
+def test_app_login_through_keycloak_saml_partner_with_encrypted_assertions(
+    hub: KeycloakHub,
+    keycloak_peer: KeycloakPeer,
+    browser_kc: Browser,
+    app_client: AppClient,
+    ports: Ports,
+) -> None:
+    import_saml_client(keycloak_peer, hub.sp_metadata, encrypt=True)  # as imported
+    with app_client() as client:
+        login = app_login(hub, client, browser_kc, keycloak_peer, SAML_PARTNER, ports)
+    assert login.saml_response is not None and "EncryptedAssertion" in login.saml_response
+    assert login.claims["email"] == "alice@kc-saml-partner.example"
+
+
 # --- 2. invariant 1: a Keycloak user outside the partner's verified domains --------------------
 
 
@@ -510,9 +540,15 @@ def test_logout_at_the_hub(
         again = browser.get(f"{hub.url}/login")
         to_keycloak(browser, again, f"alice@{spec.domain}", spec, keycloak_peer)
     else:
-        # OIDC partners: the hub does not end Keycloak's session (docs/keycloak.md)
+        # OIDC partners: the hub does not end Keycloak's session (docs/keycloak.md), so the
+        # next sign-in through the hub passes Keycloak without its login form
         assert kc_session in kc_sessions
         assert not any(keycloak_peer.base_url in str(r.url) for r in hops)
+        again = browser.get(f"{hub.url}/login")
+        landing = browser.submit(again, {"email": f"alice@{spec.domain}"}, form_id="login-form")
+        assert any(keycloak_peer.base_url in str(r.url) for r in browser.history)
+        assert not any('id="kc-form-login"' in r.text for r in browser.history)
+        assert str(landing.url) == f"{hub.url}/" and "You are signed in" in landing.text
 
 
 def keycloak_session_of(identity: dict[str, Any]) -> str:
