@@ -31,9 +31,16 @@ from federation.keys import KeyManager
 from federation.oidc.backchannel import BackchannelSender
 from federation.registry import Partner
 from federation.sessions import SessionManager
-from federation.settings import ClientSettings, ConnectionSettings, PartnerSettings, Settings
+from federation.settings import (
+    ClientSettings,
+    ConnectionSettings,
+    PartnerSettings,
+    SentinelSettings,
+    Settings,
+)
 from federation.stores.base import Store
 from federation.stores.memory import MemoryStore
+from federation.stores.redis import RedisTopology, SentinelTarget
 
 _log = logging.getLogger("isthmus.registry")
 
@@ -265,9 +272,12 @@ def make_documents(settings: Settings) -> DocumentStore:
     if registry.backend == "redis":
         from federation.admin.redis_documents import RedisDocumentStore
 
-        url = registry.url or settings.store.url
-        assert url is not None
-        return RedisDocumentStore.from_url(url, prefix=f"{settings.store.prefix}registry:")
+        topology = _registry_topology(settings)
+        prefix = f"{settings.store.prefix}registry:"
+        if topology.cluster:
+            # One hash slot for the whole registry: its scripts touch many of its keys.
+            prefix = f"{{{settings.store.prefix}registry}}:"
+        return RedisDocumentStore.from_topology(topology, prefix=prefix)
     return SqliteDocumentStore(":memory:")
 
 
@@ -281,10 +291,10 @@ def make_audit_log(settings: Settings) -> AuditLog:
     if registry.backend == "redis":
         from federation.admin.auditlogs import RedisAuditLog
 
-        url = registry.url or settings.store.url
-        assert url is not None
-        return RedisAuditLog.from_url(
-            url, prefix=f"{settings.store.prefix}audit:", max_events=registry.audit_max_events
+        return RedisAuditLog.from_topology(
+            _registry_topology(settings),
+            prefix=f"{settings.store.prefix}audit:",
+            max_events=registry.audit_max_events,
         )
     return MemoryAuditLog(registry.audit_max_events)
 
@@ -302,6 +312,42 @@ def make_store(settings: Settings) -> Store:
     if settings.store.backend == "redis":
         from federation.stores.redis import RedisStore
 
-        assert settings.store.url is not None
-        return RedisStore.from_url(settings.store.url, prefix=settings.store.prefix)
+        return RedisStore.from_topology(_store_topology(settings), prefix=settings.store.prefix)
     return MemoryStore()
+
+
+def _store_topology(settings: Settings) -> RedisTopology:
+    """The store's Redis: one server, a Sentinel master or a Cluster (validated settings)."""
+    store = settings.store
+    return RedisTopology(
+        url=store.url,
+        sentinel=_sentinel_target(store.sentinel),
+        cluster=store.cluster,
+        cluster_nodes=store.cluster_addresses(),
+    )
+
+
+def _registry_topology(settings: Settings) -> RedisTopology:
+    """The registry's and the audit stream's Redis: the store's unless it names its own."""
+    registry = settings.registry
+    if not registry.own_redis:
+        return _store_topology(settings)
+    return RedisTopology(
+        url=registry.url,
+        sentinel=_sentinel_target(registry.sentinel),
+        cluster=registry.cluster,
+        cluster_nodes=registry.cluster_addresses(),
+    )
+
+
+def _sentinel_target(sentinel: SentinelSettings | None) -> SentinelTarget | None:
+    if sentinel is None:
+        return None
+    return SentinelTarget(
+        hosts=sentinel.addresses(),
+        master_name=sentinel.master_name,
+        username=sentinel.username,
+        password=sentinel.password,
+        sentinel_password=sentinel.sentinel_password,
+        db=sentinel.db,
+    )

@@ -434,10 +434,39 @@ class ClientSettings(Strict):
         return self.token_endpoint_auth_method == "none"
 
 
+class SentinelSettings(Strict):
+    """A Redis master watched by Sentinel (docs/operations-redis.md)."""
+
+    # The sentinels as "host:port" (Sentinel's usual port is 26379), asked in this order.
+    hosts: tuple[str, ...] = Field(min_length=1)
+    master_name: str = Field(min_length=1)
+    # For the master and its replicas (requirepass, or an ACL user and its password).
+    username: str | None = None
+    password: str | None = None
+    # The sentinels' own requirepass, if any.
+    sentinel_password: str | None = None
+    db: int = Field(default=0, ge=0)
+
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple(host_port(host) for host in self.hosts)
+
+
 class StoreSettings(Strict):
+    """Where sessions, flows and tokens live; with ``redis``, one of three topologies
+    (docs/operations-redis.md): one server (``url``: ``redis://``, ``rediss://`` or
+    ``unix://``), a master watched by Sentinel (``sentinel``, no ``url``), or a Cluster
+    (``cluster: true``, with ``url`` naming any node and/or ``cluster_nodes``)."""
+
     backend: Literal["memory", "redis"] = "memory"
     url: str | None = None
     prefix: str = "isthmus:"
+    sentinel: SentinelSettings | None = None
+    cluster: bool = False
+    # Further start-up nodes of the Cluster, "host:port" (the client learns the others).
+    cluster_nodes: tuple[str, ...] = ()
+
+    def cluster_addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple(host_port(node) for node in self.cluster_nodes)
 
 
 class KeySettings(Strict):
@@ -468,17 +497,30 @@ class RegistrySettings(Strict):
 
     ``memory``: seeded from this file at every start, lost at exit (one process, demos).
     ``sqlite``: a file that survives restarts (one replica). ``redis``: shared by every
-    replica (the store's Redis unless ``url`` is given; persist it with AOF or RDB).
+    replica (persist it with AOF or RDB): on the store's Redis, in the store's topology,
+    unless ``url``, ``sentinel`` or ``cluster_nodes`` here say otherwise (the same keys as
+    the store's; ``cluster: true`` with them for a Cluster).
     """
 
     backend: Literal["memory", "sqlite", "redis"] = "memory"
     path: Path | None = None
     url: str | None = None
+    sentinel: SentinelSettings | None = None
+    cluster: bool = False
+    cluster_nodes: tuple[str, ...] = ()
     # Replicas poll the registry's revision this often: a change is live everywhere
     # within this interval (the replica that made it sees it at once).
     poll_seconds: float = Field(default=0.5, ge=0.05, le=5.0)
     # Audit events kept for search and export (oldest dropped first).
     audit_max_events: int = Field(default=200_000, ge=1000)
+
+    @property
+    def own_redis(self) -> bool:
+        """True when the registry names its own Redis instead of following the store's."""
+        return bool(self.url or self.sentinel or self.cluster_nodes)
+
+    def cluster_addresses(self) -> tuple[tuple[str, int], ...]:
+        return tuple(host_port(node) for node in self.cluster_nodes)
 
 
 class AdminSettings(Strict):
@@ -719,12 +761,7 @@ def _is_domain(value: str) -> bool:
 
 def semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
     yield from _url_problems("issuer", settings.issuer, settings, allow_path=True)
-    if settings.store.backend == "redis" and not settings.store.url:
-        yield "store.url", "required when store.backend is 'redis'"
-    if settings.registry.backend == "sqlite" and settings.registry.path is None:
-        yield "registry.path", "required when registry.backend is 'sqlite'"
-    if settings.registry.backend == "redis" and not (settings.registry.url or settings.store.url):
-        yield "registry.url", "required when registry.backend is 'redis' (or set store.url)"
+    yield from _store_problems(settings)
     yield from _partner_problems(settings)
     yield from _client_problems(settings)
     yield from _app_problems(settings)
@@ -734,6 +771,96 @@ def semantic_problems(settings: Settings) -> Iterator[tuple[str, str]]:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             yield f"trusted_proxies.{i}", f"{cidr!r} is not an IP network (CIDR)"
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for an IPv6 address) as a pair; ValueError if not."""
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port)
+
+
+def _store_problems(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The store's Redis and the registry's: one topology each, consistently given."""
+    store, registry = settings.store, settings.registry
+    yield from _redis_problems("store", store)
+    store_has_redis = bool(store.url or store.sentinel or store.cluster_nodes)
+    if store.cluster and not (store.url or store.cluster_nodes or store.sentinel):
+        message = "required with store.cluster: true (any node), or give store.cluster_nodes"
+        yield "store.url", message
+    elif store.backend == "redis" and not store_has_redis:
+        yield "store.url", "required when store.backend is 'redis' (or give store.sentinel)"
+    if registry.backend == "sqlite" and registry.path is None:
+        yield "registry.path", "required when registry.backend is 'sqlite'"
+    yield from _redis_problems("registry", registry)
+    if registry.backend == "redis" and not (registry.own_redis or store_has_redis):
+        message = (
+            "required when registry.backend is 'redis' (or give registry.sentinel, or set "
+            "store.url or store.sentinel: the registry follows the store's Redis)"
+        )
+        yield "registry.url", message
+    if registry.cluster and not registry.own_redis:
+        message = (
+            "needs registry.url or registry.cluster_nodes; without them the registry "
+            "follows the store's topology (store.cluster)"
+        )
+        yield "registry.cluster", message
+
+
+def _redis_problems(
+    where: str, redis: StoreSettings | RegistrySettings
+) -> Iterator[tuple[str, str]]:
+    if redis.sentinel is not None:
+        if redis.url:
+            message = (
+                f"give {where}.url (one server or a Cluster node) or {where}.sentinel "
+                "(the sentinels find the master), not both"
+            )
+            yield f"{where}.sentinel", message
+        if redis.cluster or redis.cluster_nodes:
+            message = "Sentinel and Cluster exclude each other: a Cluster fails over by itself"
+            yield f"{where}.cluster", message
+        for i, host in enumerate(redis.sentinel.hosts):
+            if not _is_host_port(host):
+                yield f"{where}.sentinel.hosts.{i}", f"{host!r} must be host:port"
+    if redis.cluster_nodes and not redis.cluster:
+        yield f"{where}.cluster_nodes", f"only with {where}.cluster: true"
+    for i, node in enumerate(redis.cluster_nodes):
+        if not _is_host_port(node):
+            yield f"{where}.cluster_nodes.{i}", f"{node!r} must be host:port"
+    if redis.url:
+        yield from _redis_url_problems(f"{where}.url", redis.url, cluster=redis.cluster)
+
+
+def _redis_url_problems(where: str, url: str, *, cluster: bool) -> Iterator[tuple[str, str]]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        yield where, "must be a redis://, rediss:// or unix:// URL (Sentinel: see sentinel)"
+        return
+    if parts.scheme == "unix":
+        if not parts.path:
+            yield where, "a unix:// URL needs the socket's path"
+        if cluster:
+            yield where, "a Cluster is reached over TCP: redis:// or rediss://"
+        return
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        yield where, "has a port that is not a number in 1-65535"
+        return
+    if cluster and parts.path.strip("/") not in ("", "0"):
+        yield where, "a Cluster has database 0 only"
+
+
+def _is_host_port(value: str) -> bool:
+    try:
+        host_port(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _app_problems(settings: Settings) -> Iterator[tuple[str, str]]:

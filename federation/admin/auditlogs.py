@@ -22,14 +22,21 @@ import math
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
-
-from redis.asyncio import Redis
 
 from federation.audit import AuditLog, AuditQuery
 from federation.errors import StoreUnavailable
-from federation.stores.redis import CONNECT_TIMEOUT, READ_TIMEOUT, redis_client, unavailable
+from federation.stores.redis import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    Client,
+    RedisTopology,
+    call,
+    close_client,
+    connect,
+    redis_client,
+)
 
 _log = logging.getLogger("isthmus.auditlog")
 _encode = json.JSONEncoder(default=str, sort_keys=True, separators=(",", ":")).encode
@@ -203,11 +210,14 @@ class RedisAuditLog:
     id than its time: the walk starts ``late_seconds`` above ``until`` to still find it.
     ``XADD … MAXLEN ~`` trims the oldest in whole stream nodes: the stream keeps at least
     ``max_events`` and at most a node (100 by default) more.
+
+    The stream is one key, and the script touches only it: under Redis Cluster the whole
+    trail lives on the node that holds its slot (see docs/operations-redis.md, sizing).
     """
 
     def __init__(
         self,
-        client: Redis,
+        client: Client,
         prefix: str = "isthmus:audit:",
         *,
         max_events: int = DEFAULT_MAX_EVENTS,
@@ -234,6 +244,20 @@ class RedisAuditLog:
         timeout: float = READ_TIMEOUT,
     ) -> RedisAuditLog:
         client = redis_client(url, connect_timeout=connect_timeout, timeout=timeout)
+        return cls(client, prefix, max_events=max_events)
+
+    @classmethod
+    def from_topology(
+        cls,
+        topology: RedisTopology,
+        prefix: str = "isthmus:audit:",
+        *,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        timeout: float = READ_TIMEOUT,
+    ) -> RedisAuditLog:
+        """A log on any topology (:func:`federation.stores.redis.connect`)."""
+        client = connect(topology, connect_timeout=connect_timeout, timeout=timeout)
         return cls(client, prefix, max_events=max_events)
 
     async def append(self, records: Sequence[dict[str, Any]]) -> None:
@@ -265,12 +289,10 @@ class RedisAuditLog:
             high = "(" + str(entries[-1][0])
 
     async def aclose(self) -> None:
-        with unavailable("close"):
-            await self._redis.aclose()
+        await close_client(self._redis)
 
     async def _call(self, what: str, pending: object) -> Any:
-        with unavailable(what):
-            return await cast("Awaitable[Any]", pending)
+        return await call(self._redis, what, pending)
 
 
 def _millis(ts: object) -> int:

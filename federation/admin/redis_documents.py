@@ -30,7 +30,9 @@ the script (JSON is built by concatenation, never re-encoded by Lua's cjson, whi
 round floats and confuse ``{}`` with ``[]``).
 
 Needs Redis 7.0 or later (script shebangs). Under Redis Cluster every key must be in one
-hash slot: put a hash tag in the prefix (``isthmus:{registry}:``).
+hash slot, so that the scripts and transactions may touch them together: the prefix must
+carry a hash tag (``{isthmus:registry}:``; the store refuses one without). The registry
+is small: one slot holds it easily. Every script declares all the keys it touches.
 
 Errors talking to Redis raise :class:`~federation.errors.StoreUnavailable` (the mapping of
 :mod:`federation.stores.redis`).
@@ -40,10 +42,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from federation.admin.documents import (
     Change,
@@ -59,12 +61,18 @@ from federation.stores.redis import (
     CONNECT_TIMEOUT,
     HEALTH_CHECK_INTERVAL,
     READ_TIMEOUT,
+    Client,
+    RedisTopology,
+    call,
+    close_client,
+    connect,
+    hash_tag,
     redis_client,
-    unavailable,
 )
 
 DEFAULT_PREFIX = "isthmus:registry:"
 _HISTORY_PAGE = 200  # changes read per round trip when history filters by id only
+_SNAPSHOT_ATTEMPTS = 10  # documents(): kinds changing between the two reads (rare)
 
 # KEYS: revision, changes, kinds, then per write: doc:<kind>, meta:<kind>, kindlog, doclog.
 # ARGV: expected revision ("" = any), number of writes, then per write: kind, id,
@@ -136,27 +144,56 @@ redis.call('SET', KEYS[1], revision)
 return changes
 """
 
-# Every document at one instant: {revision, kind, ids+specs flat, metas flat, kind, …}.
-# ARGV[1] is the prefix (the kinds' keys are only known once the set is read).
+# Every document at one instant. The kinds' keys are declared, so they were read (SMEMBERS)
+# just before: KEYS = revision, kinds, then doc:<kind>, meta:<kind> per kind of ARGV.
+# Returns {"retry"} when the kinds changed in between, else
+# {"ok", revision, kind, ids+specs flat, metas flat, kind, …}.
 _ALL = """
-local out = {tonumber(redis.call('GET', ARGV[1] .. 'revision') or '0')}
-for _, kind in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'kinds')) do
+local kinds = redis.call('SMEMBERS', KEYS[2])
+if #kinds ~= #ARGV then
+  return {'retry'}
+end
+local declared = {}
+for _, kind in ipairs(ARGV) do
+  declared[kind] = true
+end
+for _, kind in ipairs(kinds) do
+  if not declared[kind] then
+    return {'retry'}
+  end
+end
+local out = {'ok', tonumber(redis.call('GET', KEYS[1]) or '0')}
+for i, kind in ipairs(ARGV) do
   table.insert(out, kind)
-  table.insert(out, redis.call('HGETALL', ARGV[1] .. 'doc:' .. kind))
-  table.insert(out, redis.call('HGETALL', ARGV[1] .. 'meta:' .. kind))
+  table.insert(out, redis.call('HGETALL', KEYS[1 + 2 * i]))
+  table.insert(out, redis.call('HGETALL', KEYS[2 + 2 * i]))
 end
 return out
+"""
+
+
+# One document (its spec and meta, false when absent) or one kind's, at one instant. Scripts,
+# not MULTI: redis-py's Cluster client runs each command queued in a transaction through
+# a thread and an event loop of its own, and can leave connections bound to that loop.
+_GET = """
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+"""
+_KIND = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 """
 
 
 class RedisDocumentStore:
     """:class:`~federation.admin.documents.DocumentStore` on Redis; see the module doc."""
 
-    def __init__(self, client: Redis, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, client: Client, prefix: str = DEFAULT_PREFIX) -> None:
+        _check_prefix(isinstance(client, RedisCluster), prefix)
         self._redis = client
         self._prefix = prefix
         self._apply = client.register_script(_APPLY)
         self._all = client.register_script(_ALL)
+        self._get = client.register_script(_GET)
+        self._kind = client.register_script(_KIND)
 
     @classmethod
     def from_url(
@@ -176,15 +213,28 @@ class RedisDocumentStore:
         """
         return cls(redis_client(url, connect_timeout, timeout, health_check_interval), prefix)
 
+    @classmethod
+    def from_topology(
+        cls,
+        topology: RedisTopology,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        timeout: float = READ_TIMEOUT,
+        health_check_interval: int = HEALTH_CHECK_INTERVAL,
+    ) -> RedisDocumentStore:
+        """A store on any topology (:func:`federation.stores.redis.connect`); under a
+        Cluster ``prefix`` must carry a hash tag."""
+        _check_prefix(topology.cluster, prefix)
+        return cls(connect(topology, connect_timeout, timeout, health_check_interval), prefix)
+
     @property
     def prefix(self) -> str:
         return self._prefix
 
     async def get(self, kind: str, doc_id: str) -> Document | None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hget(self._key("doc:", kind), doc_id)
-        pipe.hget(self._key("meta:", kind), doc_id)
-        spec, meta = await self._call("get", pipe.execute())
+        keys = [self._key("doc:", kind), self._key("meta:", kind)]
+        spec, meta = await self._call("get", self._get(keys=keys, args=[doc_id]))
         if spec is None or meta is None:
             return None
         return _document(kind, doc_id, spec, meta)
@@ -192,17 +242,29 @@ class RedisDocumentStore:
     async def documents(self, kind: str | None = None) -> list[Document]:
         found: list[Document] = []
         if kind is not None:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hgetall(self._key("doc:", kind))
-            pipe.hgetall(self._key("meta:", kind))
-            specs, metas = await self._call("documents", pipe.execute())
-            found = _documents(kind, specs, metas)
+            keys = [self._key("doc:", kind), self._key("meta:", kind)]
+            specs, metas = await self._call("documents", self._kind(keys=keys))
+            found = _documents(kind, _pairs(specs), _pairs(metas))
         else:
-            reply = await self._call("documents", self._all(args=[self._prefix]))
-            for i in range(1, len(reply), 3):
-                specs = _pairs(reply[i + 1])
-                found.extend(_documents(str(reply[i]), specs, _pairs(reply[i + 2])))
+            for kind_name, specs, metas in await self._snapshot():
+                found.extend(_documents(kind_name, specs, metas))
         return sorted(found, key=lambda doc: (doc.kind, doc.id))
+
+    async def _snapshot(self) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+        """Every kind's documents and metas at one instant (one script)."""
+        for _ in range(_SNAPSHOT_ATTEMPTS):
+            kinds = sorted(await self._call("SMEMBERS", self._redis.smembers(self._key("kinds"))))
+            keys = [self._key("revision"), self._key("kinds")]
+            for kind in kinds:
+                keys += [self._key("doc:", kind), self._key("meta:", kind)]
+            reply = await self._call("documents", self._all(keys=keys, args=kinds))
+            if str(reply[0]) == "retry":
+                continue
+            return [
+                (str(reply[i]), _pairs(reply[i + 1]), _pairs(reply[i + 2]))
+                for i in range(2, len(reply), 3)
+            ]
+        raise StoreUnavailable("redis documents: the kinds kept changing during the read")
 
     async def apply(
         self,
@@ -282,8 +344,7 @@ class RedisDocumentStore:
         return found[:limit]
 
     async def aclose(self) -> None:
-        with unavailable("close"):
-            await self._redis.aclose()
+        await close_client(self._redis)
 
     async def _changes(self, revisions: list[int]) -> list[Change]:
         if not revisions:
@@ -295,9 +356,15 @@ class RedisDocumentStore:
         return self._prefix + kind + name
 
     async def _call(self, what: str, pending: object) -> Any:
-        # redis-py types its commands for sync and async clients at once: an awaitable here.
-        with unavailable(what):
-            return await cast("Awaitable[Any]", pending)
+        return await call(self._redis, what, pending)
+
+
+def _check_prefix(cluster: bool, prefix: str) -> None:
+    if cluster and hash_tag(prefix) is None:
+        raise ValueError(
+            f"under Redis Cluster the registry prefix needs a hash tag ({{...}}) so that "
+            f"its keys share a slot: {prefix!r}"
+        )
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:

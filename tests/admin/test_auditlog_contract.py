@@ -1,4 +1,5 @@
-"""The AuditLog contract (memory, SQLite, Redis) and the BufferedAuditSink in front of it."""
+"""The AuditLog contract (memory, SQLite, Redis: one server, Sentinel, Cluster) and the
+BufferedAuditSink in front of it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from federation.admin.auditlogs import BufferedAuditSink, RedisAuditLog, SqliteA
 from federation.admin.documents import SqliteDocumentStore, Write
 from federation.audit import Audit, AuditLog, AuditQuery, MemoryAuditLog
 from federation.errors import StoreUnavailable
+from tests.peers.redis import TOPOLOGY_PARAMS, topology_of
 
 T0 = 1_700_000_000.0  # epoch seconds; events in tests are spaced a second apart
 
@@ -38,7 +40,7 @@ class Harness:
         "memory",
         "sqlite-memory",
         "sqlite-file",
-        pytest.param("redis", marks=pytest.mark.integration),
+        *TOPOLOGY_PARAMS,
     ]
 )
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
@@ -56,11 +58,11 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             [],
         )
     else:
-        url: str = request.getfixturevalue("redis_url")
+        topology = topology_of(request, kind)
         h = Harness(
             kind,
-            lambda n: RedisAuditLog.from_url(
-                url, prefix=f"test:audit:{secrets.token_hex(6)}:", max_events=n
+            lambda n: RedisAuditLog.from_topology(
+                topology, prefix=f"test:audit:{secrets.token_hex(6)}:", max_events=n
             ),
             False,
             [],

@@ -1,9 +1,10 @@
 """The DocumentStore contract, run against every implementation.
 
 SQLite in memory, SQLite in a file (which also proves the documents survive closing and
-reopening) and Redis (integration: a real ``redis-server``, each test under a fresh
-prefix). Concurrency tests race several ``apply`` calls; for Redis each call goes through
-its own store object, so its own connection, as separate replicas would.
+reopening) and Redis (integration: one real ``redis-server``, a Sentinel master and a
+Cluster, each test under a fresh prefix). Concurrency tests race several ``apply`` calls;
+for Redis each call goes through its own store object, so its own connection, as separate
+replicas would.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from federation.admin.documents import (
 )
 from federation.admin.redis_documents import RedisDocumentStore
 from federation.errors import StoreUnavailable
+from tests.peers.redis import TOPOLOGY_PARAMS, registry_prefix, topology_of
 
 RACERS = 8
 
@@ -50,7 +52,7 @@ class Harness:
     params=[
         "sqlite-memory",
         "sqlite-file",
-        pytest.param("redis", marks=pytest.mark.integration),
+        *TOPOLOGY_PARAMS,
     ]
 )
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
@@ -74,18 +76,18 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             "sqlite-file", SqliteDocumentStore(path), lambda: SqliteDocumentStore(path), reopen_file
         )
     else:
-        url: str = request.getfixturevalue("redis_url")
-        prefix = f"test:registry:{secrets.token_hex(6)}:"
+        topology = topology_of(request, request.param)
+        prefix = registry_prefix(request.param, f"test:registry:{secrets.token_hex(6)}")
 
         async def reopen_redis() -> DocumentStore:
             await h.store.aclose()
-            h.store = RedisDocumentStore.from_url(url, prefix=prefix)
+            h.store = RedisDocumentStore.from_topology(topology, prefix=prefix)
             return h.store
 
         h = Harness(
-            "redis",
-            RedisDocumentStore.from_url(url, prefix=prefix),
-            lambda: RedisDocumentStore.from_url(url, prefix=prefix),
+            request.param,
+            RedisDocumentStore.from_topology(topology, prefix=prefix),
+            lambda: RedisDocumentStore.from_topology(topology, prefix=prefix),
             reopen_redis,
         )
     try:
@@ -341,7 +343,7 @@ async def test_awkward_names(harness: Harness) -> None:
 # An in-memory database ends with its connection: only the durable backends are reopened.
 @pytest.mark.parametrize(
     "harness",
-    ["sqlite-file", pytest.param("redis", marks=pytest.mark.integration)],
+    ["sqlite-file", *TOPOLOGY_PARAMS],
     indirect=True,
 )
 async def test_survives_reopening(harness: Harness) -> None:

@@ -1,4 +1,5 @@
-"""The Store contract, run against every implementation (memory, redis).
+"""The Store contract, run against every implementation (memory, and Redis as one server,
+a Sentinel master and a Cluster).
 
 Time: ``harness.elapse(seconds)`` moves a fake clock for the memory store. For Redis it
 writes a witness key with that TTL and polls (with a deadline) until Redis itself has
@@ -22,6 +23,7 @@ from federation.stores.base import Store
 from federation.stores.memory import MemoryStore
 from federation.stores.redis import RedisStore
 from tests.fakes.clock import FakeClock
+from tests.peers.redis import TOPOLOGY_PARAMS, topology_of
 
 SHORT = 0.3  # seconds: a TTL that tests wait out
 LONG = 300.0  # seconds: a TTL that never runs out during a test
@@ -45,7 +47,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], within: float) -> None
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=["memory", *TOPOLOGY_PARAMS])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     if request.param == "memory":
         clock = FakeClock()
@@ -56,11 +58,11 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         yield Harness("memory", MemoryStore(clock=clock), MemoryStore(clock=clock), advance)
         return
 
-    url: str = request.getfixturevalue("redis_url")
+    topology = topology_of(request, request.param)
     run = secrets.token_hex(6)
-    store = RedisStore.from_url(url, prefix=f"contract:{run}:a:")
-    other = RedisStore.from_url(url, prefix=f"contract:{run}:b:")
-    witness = RedisStore.from_url(url, prefix=f"contract:{run}:witness:")
+    store = RedisStore.from_topology(topology, prefix=f"contract:{run}:a:")
+    other = RedisStore.from_topology(topology, prefix=f"contract:{run}:b:")
+    witness = RedisStore.from_topology(topology, prefix=f"contract:{run}:witness:")
 
     async def elapse(seconds: float) -> None:
         key = secrets.token_hex(8)
@@ -72,7 +74,7 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         await until(gone, seconds + EXPIRY_DEADLINE)
 
     try:
-        yield Harness("redis", store, other, elapse)
+        yield Harness(request.param, store, other, elapse)
     finally:
         for each in (store, other, witness):
             await each.aclose()
