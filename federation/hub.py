@@ -24,7 +24,7 @@ from connectors.base import CallbackConnector, ClosableConnector
 from connectors.registry import ConnectorContext, ConnectorRegistry, default_registry
 from federation.admin.auditlogs import BufferedAuditSink
 from federation.admin.catalog import Catalog, compile_catalog, documents_of_settings, static_catalog
-from federation.admin.documents import DocumentStore, SqliteDocumentStore, Write
+from federation.admin.documents import DocumentStore, SqliteDocumentStore, VersionConflict, Write
 from federation.audit import Audit, AuditLog, MemoryAuditLog
 from federation.errors import StoreUnavailable
 from federation.keys import KeyManager
@@ -43,6 +43,7 @@ from federation.stores.memory import MemoryStore
 from federation.stores.redis import RedisTopology, SentinelTarget
 
 _log = logging.getLogger("isthmus.registry")
+_SEED_ATTEMPTS = 5
 
 
 class LiveRegistry:
@@ -134,6 +135,18 @@ class Hub:
         revision = await self.documents.revision()
         if not force and revision == self.catalog.revision:
             return False
+        if self._loaded and revision < self.catalog.revision:
+            # Revisions only grow: a smaller one means the registry lost its data (a
+            # Redis restarted without persistence). Serving an empty registry would lock
+            # every partner out; keep the last good catalog and say so loudly.
+            _log.error(
+                "registry revision went back from %d to %d: the registry's storage lost "
+                "its data; keeping the current catalog. Restore it (backup, or `isthmus "
+                "apply -f <export>`) and restart.",
+                self.catalog.revision,
+                revision,
+            )
+            return False
         documents = await self.documents.documents()
         self._swap(compile_catalog(self.base_settings, documents, revision, strict=False))
         return True
@@ -152,10 +165,23 @@ class Hub:
                 _background(connector.aclose())
 
     async def _seed(self) -> None:
-        """Write the settings file's documents the registry does not hold yet."""
+        """Write the settings file's documents the registry does not hold yet.
+
+        Replicas starting together race to seed an empty registry: a document another
+        replica wrote first is a conflict here, and the seed starts over with what is
+        there now (its copy is the settings file's too).
+        """
         seeds = list(documents_of_settings(self.base_settings))
-        present = {d.key: d for d in await self.documents.documents()}
-        writes = [Write(k, i, spec, 0) for k, i, spec in seeds if (k, i) not in present]
+        for _ in range(_SEED_ATTEMPTS):
+            present = {d.key: d for d in await self.documents.documents()}
+            writes = [Write(k, i, spec, 0) for k, i, spec in seeds if (k, i) not in present]
+            if not writes:
+                break
+            try:
+                await self.documents.apply(writes, actor="settings-file", reason="seed")
+                break
+            except VersionConflict:
+                continue
         for kind, doc_id, spec in seeds:
             found = present.get((kind, doc_id))
             if found is not None and found.spec != spec:
@@ -165,8 +191,6 @@ class Hub:
                     kind,
                     doc_id,
                 )
-        if writes:
-            await self.documents.apply(writes, actor="settings-file", reason="seed")
 
     async def _watch(self) -> None:
         interval = self.base_settings.registry.poll_seconds

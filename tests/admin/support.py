@@ -4,7 +4,8 @@ users carry admin roles, a hub, an app, signed-in clients and API tokens.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 
 from connectors.mock import MockConnector
 from connectors.registry import ConnectorRegistry
+from federation.admin.documents import Change, Document, DocumentStore, Write
 from federation.admin.service import SYSTEM, AdminService
 from federation.admin.tokens import Role
 from federation.audit import Audit
@@ -205,3 +207,44 @@ async def userinfo(http: httpx.AsyncClient, access_token: str) -> httpx.Response
 
 
 # ---------------------------------------------------------------------- authentication
+
+
+class YieldingStore:
+    """A document store that lets the event loop run other tasks inside every call, so
+    that concurrent writers interleave as they would against a remote store."""
+
+    def __init__(self, inner: DocumentStore) -> None:
+        self.inner = inner
+
+    async def get(self, kind: str, doc_id: str) -> Document | None:
+        await asyncio.sleep(0)
+        return await self.inner.get(kind, doc_id)
+
+    async def documents(self, kind: str | None = None) -> list[Document]:
+        await asyncio.sleep(0)
+        return await self.inner.documents(kind)
+
+    async def apply(
+        self,
+        writes: Sequence[Write],
+        *,
+        actor: str,
+        reason: str = "",
+        expected_revision: int | None = None,
+    ) -> list[Change]:
+        await asyncio.sleep(0)
+        return await self.inner.apply(
+            writes, actor=actor, reason=reason, expected_revision=expected_revision
+        )
+
+    async def revision(self) -> int:
+        await asyncio.sleep(0)
+        return await self.inner.revision()
+
+    async def history(
+        self, *, kind: str | None = None, doc_id: str | None = None, limit: int = 100
+    ) -> list[Change]:
+        return await self.inner.history(kind=kind, doc_id=doc_id, limit=limit)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -3,62 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from federation.admin.catalog import InvalidDocuments
-from federation.admin.documents import Change, Document, DocumentStore, VersionConflict, Write
+from federation.admin.documents import Document, VersionConflict
 from federation.admin.service import REDACTED, SYSTEM, Actor, AdminService, redact, unredact
 from federation.admin.tokens import Role
 from federation.hub import Hub
-from tests.admin.support import CLIENT_SECRET, api_settings, make_hub
+from tests.admin.support import CLIENT_SECRET, YieldingStore, api_settings, make_hub
 
 ROOT = Actor("root@corp.example (corp)", Role.admin)
 OIDC_SECRET = "acme-upstream-secret-1"
 SAML_LIKE_SECRET = "acme-upstream-secret-2"
-
-
-class YieldingStore:
-    """A document store that lets the event loop run other tasks inside every call, so
-    that concurrent writers interleave as they would against a remote store."""
-
-    def __init__(self, inner: DocumentStore) -> None:
-        self.inner = inner
-
-    async def get(self, kind: str, doc_id: str) -> Document | None:
-        await asyncio.sleep(0)
-        return await self.inner.get(kind, doc_id)
-
-    async def documents(self, kind: str | None = None) -> list[Document]:
-        await asyncio.sleep(0)
-        return await self.inner.documents(kind)
-
-    async def apply(
-        self,
-        writes: Sequence[Write],
-        *,
-        actor: str,
-        reason: str = "",
-        expected_revision: int | None = None,
-    ) -> list[Change]:
-        await asyncio.sleep(0)
-        return await self.inner.apply(
-            writes, actor=actor, reason=reason, expected_revision=expected_revision
-        )
-
-    async def revision(self) -> int:
-        await asyncio.sleep(0)
-        return await self.inner.revision()
-
-    async def history(
-        self, *, kind: str | None = None, doc_id: str | None = None, limit: int = 100
-    ) -> list[Change]:
-        return await self.inner.history(kind=kind, doc_id=doc_id, limit=limit)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def oidc_connection(cid: str, secret: str) -> dict[str, Any]:
