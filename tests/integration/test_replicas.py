@@ -270,10 +270,8 @@ def cluster(
         ]
         for hub in hubs:
             stack.callback(hub.stop)
-        # The first one seeds the registry from the file; two replicas seeding an empty
-        # registry at once may fail to start (federation/hub.py _seed: VersionConflict).
-        start_hubs(hubs[:1])
-        start_hubs(hubs[1:])
+        # All three at once on an empty registry: they race to seed it, and all start.
+        start_hubs(hubs)
         front = nginx_peer("replicas", upstreams=[h.url for h in hubs], port=front_port)
         stack.callback(front.stop)
         created = isthmus(
