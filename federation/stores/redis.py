@@ -35,7 +35,7 @@ import math
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, TypeAlias, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -105,12 +105,6 @@ class RedisTopology:
     sentinel: SentinelTarget | None = None
     cluster: bool = False
     cluster_nodes: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def kind(self) -> Literal["single", "sentinel", "cluster"]:
-        if self.sentinel is not None:
-            return "sentinel"
-        return "cluster" if self.cluster else "single"
 
 
 def hash_tag(key: str) -> str | None:
