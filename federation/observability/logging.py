@@ -8,7 +8,8 @@ traceback) after :meth:`logging.Logger.exception`.
 
 An audit event is already a JSON object: its line stays that object, with ``level`` and
 ``logger`` added in front (never a JSON string inside a JSON line). uvicorn's access lines
-get ``client``, ``method``, ``path``, ``status`` fields.
+get ``client``, ``method``, ``path``, ``status`` fields, and lose their query strings
+(authorization codes, login states and email addresses travel there).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's message with terminal colours
 }
 _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
@@ -75,6 +77,20 @@ def _access_fields(args: tuple[Any, ...]) -> dict[str, Any]:
     return {"client": client, "method": method, "path": path, "status": status}
 
 
+class _WithoutQuery(logging.Filter):
+    """Access lines without query strings: they carry authorization codes, login states
+    and email addresses."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+_WITHOUT_QUERY = _WithoutQuery()
+
+
 class TextFormatter(logging.Formatter):
     """``time level logger: message [request_id=…]`` for a terminal."""
 
@@ -111,5 +127,8 @@ def configure_logging(
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
         uvicorn_logger.setLevel(logging.NOTSET)
+    access = logging.getLogger("uvicorn.access")
+    if _WITHOUT_QUERY not in access.filters:
+        access.addFilter(_WITHOUT_QUERY)
     logging.getLogger(AUDIT_LOGGER).setLevel(logging.NOTSET if audit_lines else logging.WARNING)
     return handler

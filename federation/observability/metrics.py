@@ -28,27 +28,33 @@ and :func:`store_error`, which count in the metrics of the app serving the curre
 Labels are bounded: no path, no user, no request id. Partners are the registry's (anything
 else is ``unknown``), apps and connections the configuration's; every label family stops
 at :data:`MAX_SERIES` series (any further label set is counted as ``other``).
+
+The hot path's counters and histogram are plain numbers (:class:`Counts`,
+:class:`Timings`) that become samples when scraped: counting costs a dict update, where
+``prometheus_client``'s own metrics take a lock per increment and per bucket.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from federation.registry import Registry
@@ -80,27 +86,94 @@ _LOGIN_OUTCOMES = {
 
 current: ContextVar[Metrics | None] = ContextVar("isthmus_metrics", default=None)
 
-Child = TypeVar("Child", Counter, Histogram)
+Labels = tuple[str, ...]
 
 
-class _Family(Generic[Child]):
-    """A labelled metric with its children cached (``labels()`` takes a lock and checks
-    every value) and its series bounded."""
+class Counts(Collector):
+    """A labelled counter kept as plain numbers and turned into samples when scraped.
 
-    def __init__(self, metric: Child) -> None:
-        self._metric: Child = metric
-        self._children: dict[tuple[str, ...], Child] = {}
+    ``prometheus_client``'s own counters take a lock per increment; here counting is one
+    dict update (every count happens on the event loop's thread). At most
+    :data:`MAX_SERIES` label sets: any further one is counted as all ``other``.
+    """
 
-    def child(self, *labels: str) -> Child:
-        found = self._children.get(labels)
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        elif len(values) < MAX_SERIES:
+            values[labels] = amount
+        else:
+            other = ("other",) * len(labels)
+            values[other] = values.get(other, 0.0) + amount
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        return [family]
+
+
+class Timings(Collector):
+    """A labelled histogram kept as plain numbers: per label set, the count in each
+    bucket (not cumulative) and the sum last. One observation is a bisection and two
+    additions; the cumulative buckets are made when scraped."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.bounds = tuple(sorted(buckets))
+        self._les = [repr(float(b)) for b in self.bounds] + ["+Inf"]  # le="0.005"
+        self.series: dict[Labels, list[float]] = {}
+
+    def child(self, labels: Labels) -> list[float]:
+        """The numbers of one label set (bounded as :class:`Counts` is)."""
+        found = self.series.get(labels)
         if found is None:
-            if len(self._children) >= MAX_SERIES:
-                labels = tuple("other" for _ in labels)
-                found = self._children.get(labels)
-                if found is not None:
-                    return found
-            found = self._children[labels] = self._metric.labels(*labels)
+            if len(self.series) >= MAX_SERIES:
+                labels = ("other",) * len(labels)
+                found = self.series.get(labels)
+            if found is None:
+                found = self.series[labels] = [0.0] * (len(self.bounds) + 2)
         return found
+
+    def observe(self, series: list[float], value: float) -> None:
+        series[bisect_left(self.bounds, value)] += 1
+        series[-1] += value
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, series in list(self.series.items()):
+            cumulative = accumulate(series[:-1])
+            family.add_metric(labels, list(zip(self._les, cumulative, strict=True)), series[-1])
+        return [family]
+
+
+class _BuildInfo(Collector):
+    def __init__(self) -> None:
+        self.labels = {"version": _version(), "python": platform.python_version()}
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "isthmus_build_info", "The running build.", labels=list(self.labels)
+        )
+        family.add_metric(list(self.labels.values()), 1)
+        return [family]
 
 
 class Metrics:
@@ -109,62 +182,52 @@ class Metrics:
     def __init__(self, registry: Registry) -> None:
         self._partners = registry
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.logins = _Family(
-            Counter(
-                "isthmus_logins",
-                "Logins through partner IdPs, by partner and outcome (started, succeeded, failed).",
-                ["partner", "outcome"],
-                registry=r,
-            )
+        self.logins = Counts(
+            "isthmus_logins",
+            "Logins through partner IdPs, by partner and outcome (started, succeeded, failed).",
+            ["partner", "outcome"],
         )
-        self.decisions = _Family(
-            Counter(
-                "isthmus_decisions",
-                "Access decisions of the proxy and forward-auth, by app and outcome.",
-                ["app", "outcome"],
-                registry=r,
-            )
+        self.decisions = Counts(
+            "isthmus_decisions",
+            "Access decisions of the proxy and forward-auth, by app and outcome.",
+            ["app", "outcome"],
         )
-        self._timings: dict[tuple[str, str, int], Histogram] = {}
-        self.durations = _Family(
-            Histogram(
-                "isthmus_request_duration_seconds",
-                "Time to answer a request, by route group, method and status class.",
-                ["route", "method", "status"],
-                buckets=BUCKETS,
-                registry=r,
-            )
+        self.durations = Timings(
+            "isthmus_request_duration_seconds",
+            "Time to answer a request, by route group, method and status class.",
+            ["route", "method", "status"],
+            BUCKETS,
         )
-        self.upstream_errors = _Family(
-            Counter(
-                "isthmus_upstream_errors",
-                "Proxied requests whose app failed: unreachable, timeout, interrupted, websocket.",
-                ["app", "kind"],
-                registry=r,
-            )
+        self.upstream_errors = Counts(
+            "isthmus_upstream_errors",
+            "Proxied requests whose app failed: unreachable, timeout, interrupted, websocket.",
+            ["app", "kind"],
         )
-        self.store_errors = _Family(
-            Counter(
-                "isthmus_store_errors",
-                "Failed operations on the store, the registry or the audit stream (Redis).",
-                ["operation"],
-                registry=r,
-            )
+        self.store_errors = Counts(
+            "isthmus_store_errors",
+            "Failed operations on the store, the registry or the audit stream (Redis).",
+            ["operation"],
         )
-        self.sessions_ended = _Family(
-            Counter(
-                "isthmus_sessions_ended",
-                "Sessions ended before their expiry, by reason.",
-                ["reason"],
-                registry=r,
-            )
+        self.sessions_ended = Counts(
+            "isthmus_sessions_ended",
+            "Sessions ended before their expiry, by reason.",
+            ["reason"],
         )
-        build = Gauge("isthmus_build_info", "The running build.", ["version", "python"], registry=r)
-        build.labels(_version(), platform.python_version()).set(1)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        for collector in (
+            self.logins,
+            self.decisions,
+            self.durations,
+            self.upstream_errors,
+            self.store_errors,
+            self.sessions_ended,
+            _BuildInfo(),
+        ):
+            self.registry.register(collector)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        # What each request had → its histogram numbers: the hot path's one lookup.
+        self._timings: dict[tuple[str, str, int], list[float]] = {}
         self._on_event: dict[str, Callable[[dict[str, Any]], None]] = {
             "proxy.decision": self._decision,
             "forward_auth.refused": self._refusal,
@@ -185,24 +248,27 @@ class Metrics:
             handler(record)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        # The hot path: one dict lookup on what the request had (bounded like the series).
-        histogram = self._timings.get((route, method, status))
-        if histogram is None:
-            histogram = self._timing(route, method, status)
-        histogram.observe(seconds)
+        series = self._timings.get((route, method, status))
+        if series is None:
+            series = self._timing(route, method, status)
+        self.durations.observe(series, seconds)
 
-    def _timing(self, route: str, method: str, status: int) -> Histogram:
-        labels = (route, method if method in _METHODS else "other")
-        histogram = self.durations.child(*labels, _STATUS.get(status // 100, "other"))
+    def _timing(self, route: str, method: str, status: int) -> list[float]:
+        labels = (
+            route,
+            method if method in _METHODS else "other",
+            _STATUS.get(status // 100, "other"),
+        )
+        series = self.durations.child(labels)
         if len(self._timings) < MAX_SERIES:
-            self._timings[(route, method, status)] = histogram
-        return histogram
+            self._timings[(route, method, status)] = series
+        return series
 
     def upstream_error(self, app_id: str, kind: str) -> None:
-        self.upstream_errors.child(app_id, kind).inc()
+        self.upstream_errors.inc((app_id, kind))
 
     def store_error(self, operation: str) -> None:
-        self.store_errors.child(operation).inc()
+        self.store_errors.inc((operation,))
 
     def render(self) -> bytes:
         """The text exposition format (``CONTENT_TYPE``)."""
@@ -215,14 +281,14 @@ class Metrics:
 
     # ------------------------------------------------------------------ audit events
     def _decision(self, record: dict[str, Any]) -> None:
-        self.decisions.child(str(record["app"]), str(record["decision"])).inc()
+        self.decisions.inc((str(record["app"]), str(record["decision"])))
 
     def _refusal(self, record: dict[str, Any]) -> None:
-        self.decisions.child("none", str(record.get("reason", "refused"))).inc()
+        self.decisions.inc(("none", str(record.get("reason", "refused"))))
 
     def _login(self, record: dict[str, Any]) -> None:
         outcome = _LOGIN_OUTCOMES[record["event"]]
-        self.logins.child(self._partner_of(record), outcome).inc()
+        self.logins.inc((self._partner_of(record), outcome))
 
     def _partner_of(self, record: dict[str, Any]) -> str:
         """The partner of a login event, when the registry knows it (a callback URL can
@@ -240,7 +306,7 @@ class Metrics:
                 return
             sessions = record.get("sessions", 1)
             if isinstance(sessions, int) and sessions > 0:
-                self.sessions_ended.child(reason).inc(sessions)
+                self.sessions_ended.inc((reason,), sessions)
 
         return count
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -40,10 +41,17 @@ _log = logging.getLogger("isthmus.shutdown")
 class GracefulServer(uvicorn.Server):
     """uvicorn's server with the drain of step 2 before its own graceful shutdown."""
 
-    def __init__(self, config: uvicorn.Config, readiness: Readiness, drain_seconds: float):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        readiness: Readiness,
+        drain_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(config)
         self.readiness = readiness
         self.drain_seconds = drain_seconds
+        self._clock = clock
         self._drain_until: float | None = None
         self._announced = False
 
@@ -56,7 +64,7 @@ class GracefulServer(uvicorn.Server):
         self.readiness.drain()
         drain = sig == signal.SIGTERM and self.drain_seconds > 0
         if drain and self._drain_until is None and not self.should_exit:
-            self._drain_until = time.monotonic() + self.drain_seconds
+            self._drain_until = self._clock() + self.drain_seconds
             return
         self._drain_until = None
         super().handle_exit(sig, frame)
@@ -69,7 +77,7 @@ class GracefulServer(uvicorn.Server):
                     "SIGTERM: not ready; serving %.1f s more before closing the listener",
                     self.drain_seconds,
                 )
-            if time.monotonic() >= self._drain_until:
+            if self._clock() >= self._drain_until:
                 self._drain_until = None
                 super().handle_exit(signal.SIGTERM, None)
         return await super().on_tick(counter)

@@ -113,6 +113,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         counted = observability.enter()  # the registry watcher's store errors count too
         await hub.start()  # the registry: loaded (seeded from the file) and followed
+        # The audit writer's task runs in this context, not in the first request's (whose
+        # request id its log lines would carry).
+        hub.audit_sink.start()
         await proxy.start()
         try:
             yield
