@@ -84,6 +84,7 @@ async def test_an_unreachable_upstream_counts_as_an_upstream_error() -> None:
         assert m.value("isthmus_decisions_total", {"app": "orders", "outcome": "allow"}) == 1
 
 
+@pytest.mark.integration
 async def test_a_store_error_counts_by_operation(redis_server_factory: object) -> None:
     server: RedisServer = redis_server_factory()  # type: ignore[operator]
     hub = make_hub(settings(store={"backend": "redis", "url": server.url, "prefix": "t:"}))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from federation.errors import StoreUnavailable
 from federation.observability.health import Readiness
 from tests.observability.support import ORDERS_HOST, in_process, make_hub, settings
@@ -107,6 +109,7 @@ async def test_draining_is_not_ready_at_once_and_asks_nothing() -> None:
     assert backend.calls == 2
 
 
+@pytest.mark.integration
 async def test_redis_stopped_then_back(redis_server_factory: Callable[[], RedisServer]) -> None:
     server = redis_server_factory()
     config = settings(

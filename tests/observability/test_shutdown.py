@@ -167,6 +167,7 @@ async def audited_request_ids(registry: Path) -> set[str]:
     return {str(d.get("request_id")) for d in decisions}
 
 
+@pytest.mark.integration
 def test_sigterm_drains_then_lets_the_request_in_flight_finish(
     tmp_path: Path, gated: tuple[GatedUpstream, str]
 ) -> None:
@@ -220,6 +221,7 @@ def test_sigterm_drains_then_lets_the_request_in_flight_finish(
     assert slow_id in asyncio.run(audited_request_ids(tmp_path / "registry.db"))
 
 
+@pytest.mark.integration
 async def test_a_flow_begun_before_a_shutdown_completes_on_another_hub(
     redis_server_factory: Callable[[], RedisServer],
 ) -> None:
