@@ -1,8 +1,8 @@
 """SAML 2.0 partner connections: the hub as one service provider per connection.
 
 Specs: SAML 2.0 Core, Bindings (HTTP-Redirect, HTTP-POST), Profiles (Web Browser SSO,
-Single Logout), Metadata (OASIS, March 2005, with errata); W3C XML-Signature and
-XML-Encryption through pysaml2 and Debian's xmlsec1.
+Single Logout), Metadata (OASIS, March 2005, with errata); W3C XML-Signature through pysaml2
+and Debian's xmlsec1; W3C XML Encryption 1.1 in :mod:`~connectors.saml.xmlenc`.
 
 One module per concern:
 
@@ -10,6 +10,8 @@ One module per concern:
 - :mod:`~connectors.saml.metadata` — the IdP from its metadata (URL, file, inline XML);
 - :mod:`~connectors.saml.keys` — the SP key pair, certificate reports;
 - :mod:`~connectors.saml.sp` — pysaml2's SP configuration, SP metadata;
+- :mod:`~connectors.saml.xmlenc` — decrypting encrypted assertions with the SP key
+  (XML Encryption 1.1, in-process; xmlsec1 only signs and verifies);
 - :mod:`~connectors.saml.consumer` — the checks pysaml2 leaves to the SP;
 - :mod:`~connectors.saml.mapping` — NameID and attributes → FederatedIdentity;
 - :mod:`~connectors.saml.connector` — :class:`SamlConnector` (login, ACS, SLO);

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from connectors.base import CallbackRequest, LoginRedirect, LoginRequest, LogoutOutcome
 from connectors.registry import ConnectorContext
-from connectors.saml import guard
+from connectors.saml import guard, xmlenc
 from connectors.saml._pysaml2 import (
     BINDING_HTTP_POST,
     BINDING_HTTP_REDIRECT,
@@ -373,6 +373,8 @@ class SamlConnector:
             raise InvalidState(
                 f"connection {self.id}: response InResponseTo is not our AuthnRequest"
             ) from None
+        except xmlenc.DecryptionError as exc:  # connectors.saml.sp.XmlEncBackend
+            raise self._invalid(f"encrypted element refused: {exc}") from None
         except Exception as exc:  # pysaml2 raises a zoo of types; every one is a refusal
             detail = f"pysaml2 refused the response: {_short(exc)}"
             raise self._invalid(detail) from None
@@ -381,6 +383,12 @@ class SamlConnector:
         assertions = list(result.assertions or [])
         if result.assertion is not None and result.assertion not in assertions:
             assertions.append(result.assertion)
+        if not assertions and result.response.encrypted_assertion:
+            raise self._invalid(
+                "encrypted element refused: cannot decrypt: the SP key unwraps none of its "
+                "EncryptedKeys (encrypted for another certificate? the IdP must use the one "
+                "in the hub's SP metadata)"
+            )
         if len(assertions) != 1:
             raise self._invalid(f"response carries {len(assertions)} assertions, not one")
         return result.response, assertions[0], result.name_id

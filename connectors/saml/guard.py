@@ -21,6 +21,12 @@ Security invariant 3, the parts that must happen *before* the signature library 
 This parse only *inspects*: no value is ever read from it. Every value the hub uses comes
 from pysaml2's signature-verified objects.
 
+An encrypted assertion is out of sight of :func:`inspect`: :func:`inspect_decrypted` applies
+the same rules to its plaintext once :mod:`connectors.saml.xmlenc` has decrypted it, before
+it is put back into the message (no DTD, PI or comment; one saml:Assertion whose IDs are
+unique, in it and against the message around it; no assertion inside it; its signature, if
+any, directly on it, pointing at its ID, with the safe transforms only).
+
 :func:`verify_metadata_signature` applies the same rules to signed IdP metadata (SAML 2.0
 Metadata §3): the one signature that counts is the enveloped signature directly on the
 document's root (md:EntityDescriptor or md:EntitiesDescriptor), first in document order,
@@ -33,7 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder
@@ -114,11 +120,45 @@ def inspect(data: bytes, *, root: str) -> None:
     _check_signatures(document)
 
 
-def parse_document(data: bytes) -> Element:
-    """Hardened parse: refuses DTDs, entities, external references, PIs, comments, depth."""
+class LocatingTreeBuilder(TreeBuilder):
+    """A tree builder that also notes where each element starts and ends in the bytes parsed
+    (for :mod:`connectors.saml.xmlenc`, which puts a plaintext in the place of an element)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expat: Any = None  # set by parse_document, before the first byte is fed
+        self._starts: dict[int, int] = {}
+        self._ends: dict[int, int] = {}
+
+    def start(self, tag: str, attrs: dict[str, str]) -> Element:
+        element = super().start(tag, attrs)
+        self._starts[id(element)] = self.expat.CurrentByteIndex
+        return element
+
+    def end(self, tag: str) -> Element:
+        element = super().end(tag)
+        self._ends[id(element)] = self.expat.CurrentByteIndex
+        return element
+
+    def span(self, element: Element, data: bytes) -> tuple[int, int]:
+        """The byte range ``data[start:end]`` of ``element``, start tag to end tag included.
+        An empty-element tag (``<x/>``) has no separate end tag: refused (no caller needs one,
+        and its end cannot be found without re-reading its attributes)."""
+        start, end_tag = self._starts[id(element)], self._ends[id(element)]
+        if end_tag <= start or data[end_tag : end_tag + 2] != b"</":
+            raise UnsafeMessage("element without an end tag where content is expected")
+        return start, data.index(b">", end_tag) + 1
+
+
+def parse_document(data: bytes, *, target: TreeBuilder | None = None) -> Element:
+    """Hardened parse: refuses DTDs, entities, external references, PIs, comments, depth.
+    ``target``: the tree builder (a :class:`LocatingTreeBuilder` to know where elements are)."""
+    builder = TreeBuilder() if target is None else target
     parser = DefusedXMLParser(
-        target=TreeBuilder(), forbid_dtd=True, forbid_entities=True, forbid_external=True
+        target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True
     )
+    if isinstance(builder, LocatingTreeBuilder):
+        builder.expat = parser.parser
     # Anywhere in the document, prolog included (a tree builder sees only the root's inside).
     parser.parser.ProcessingInstructionHandler = _refuse_pi
     parser.parser.CommentHandler = _refuse_comment
@@ -149,16 +189,53 @@ def _walk(element: Element, depth: int = 0) -> Iterator[tuple[Element, int]]:
         yield from _walk(child, depth + 1)
 
 
-def _check_ids(document: Element) -> None:
+def _check_ids(document: Element, taken: Collection[str] = ()) -> set[str]:
+    """Every ID in ``document`` is unique, and none is in ``taken``; returns them."""
     seen: set[str] = set()
     for element in document.iter():
         for name in ("ID", "Id", "id"):
             value = element.get(name)
             if value is None:
                 continue
-            if value in seen:
+            if value in seen or value in taken:
                 raise UnsafeMessage(f"ID {value!r} appears twice (signature wrapping?)")
             seen.add(value)
+    return seen
+
+
+def ids_of(document: Element) -> set[str]:
+    """The IDs (``ID``, ``Id``, ``id``) of a document :func:`inspect` has accepted."""
+    return _check_ids(document)
+
+
+def inspect_decrypted(
+    plaintext: bytes, *, expected: Literal["Assertion", "NameID"], taken_ids: Collection[str]
+) -> None:
+    """The plaintext of an EncryptedAssertion (``expected="Assertion"``) or EncryptedID
+    (``"NameID"``), before it takes the EncryptedData's place: parsed on its own (it must
+    declare the namespaces it uses) with the rules of :func:`inspect` — and ``taken_ids``,
+    the IDs of the message around it, which none of its IDs may repeat."""
+    document = parse_document(plaintext)
+    if document.tag != f"{{{SAML}}}{expected}":
+        raise UnsafeMessage(f"decrypted element is {document.tag!r}, expected saml:{expected}")
+    _check_ids(document, taken_ids)
+    nested = [
+        element
+        for element in document.iter()
+        if element is not document
+        and element.tag in (f"{{{SAML}}}Assertion", f"{{{SAML}}}EncryptedAssertion")
+    ]
+    if nested:
+        raise UnsafeMessage("assertion nested inside the decrypted assertion (wrapping?)")
+    signatures = list(document.iter(f"{{{DS}}}Signature"))
+    if expected == "NameID" and signatures:
+        raise UnsafeMessage("ds:Signature inside an encrypted NameID")
+    if len(signatures) > 1:
+        raise UnsafeMessage("two signatures in the decrypted assertion")
+    for signature in signatures:
+        if not any(child is signature for child in document):
+            raise UnsafeMessage("ds:Signature in an unexpected place (signature wrapping?)")
+        _check_signature(signature, document)
 
 
 def _check_assertions(response: Element) -> None:

@@ -8,14 +8,18 @@ pysaml2's checks that the hub *relies on* are set here: signatures verified with
 xmlsec1 against the IdP metadata keys only (``only_use_keys_in_metadata``), assertions
 (or the response, when ``want_assertions_signed`` is false) required to be signed,
 conditions checked with the connection's clock skew. What pysaml2 leaves open is closed
-in :mod:`connectors.saml.consumer`.
+in :mod:`connectors.saml.consumer`. Encrypted assertions are decrypted by
+:mod:`connectors.saml.xmlenc` in the place of ``xmlsec1 --decrypt`` (:class:`XmlEncBackend`),
+with the SP key only; xmlsec1 still verifies every signature.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from connectors.saml import xmlenc
 from connectors.saml._pysaml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml2
 from connectors.saml.keys import SpKeyPair
 from connectors.saml.metadata import IdpMetadata
@@ -87,8 +91,35 @@ def sp_config(
     return loaded
 
 
+class XmlEncBackend(saml2.sigver.CryptoBackendXmlSec1):  # type: ignore[misc]
+    """pysaml2's xmlsec1 backend, but decrypting in-process (:mod:`connectors.saml.xmlenc`).
+
+    pysaml2 calls :meth:`decrypt` once per key it holds (here: the SP's) with the whole
+    Response, and expects it back with the first EncryptedData decrypted in place — what
+    ``xmlsec1 --decrypt`` does. A key that unwraps nothing raises XmlsecError, so pysaml2
+    tries its next key (and, with none left, leaves the assertion encrypted: the connector
+    says so); any other :class:`xmlenc.DecryptionError` (an algorithm not supported, a
+    refused plaintext) goes up to the connector as it is.
+    """
+
+    def decrypt(self, enctext: object, key_file: str) -> str:
+        if not isinstance(enctext, str | bytes):  # pysaml2 passes EncryptedAttributes so
+            raise xmlenc.UnsupportedEncryption(
+                "cannot decrypt: encrypted attributes are not supported"
+            )
+        data = enctext.encode("utf-8") if isinstance(enctext, str) else enctext
+        key = xmlenc.load_private_key(Path(key_file))
+        try:
+            return xmlenc.decrypt_first(data, key).decode("utf-8")
+        except xmlenc.WrongKey as exc:
+            raise saml2.sigver.XmlsecError(str(exc)) from exc
+
+
 def sp_client(config: saml2.config.SPConfig) -> saml2.client.Saml2Client:
-    return saml2.client.Saml2Client(config)
+    client = saml2.client.Saml2Client(config)
+    xmlsec = client.sec.crypto
+    client.sec.crypto = XmlEncBackend(xmlsec.xmlsec, delete_tmpfiles=xmlsec.delete_tmpfiles)
+    return client
 
 
 def sp_metadata_xml(config: saml2.config.SPConfig) -> str:

@@ -31,8 +31,10 @@ email, name in the hub's ID token; the hub session keyed on Keycloak's subject);
 — a Keycloak user whose email is outside the partner's verified domains (another partner's
 domain, or nobody's) is refused with partner_mismatch and gets no session; logout at the
 hub (for SAML also at Keycloak, by single logout; for OIDC Keycloak's session stays);
-the fixture's async ``keycloak_form_login``. Known gap, strict xfail: Keycloak's encrypted
-assertions (its import's default for the hub's metadata) are refused by the hub.
+the fixture's async ``keycloak_form_login``; Keycloak's encrypted assertions (its import's
+default for the hub's metadata): AES-256-GCM under RSA-OAEP (XML Encryption 1.1, SHA-256 and
+MGF1-SHA-256) as imported, and AES-256-CBC under rsa-oaep-mgf1p (SHA-256 digest) when chosen
+— neither of which Debian's xmlsec1 1.2.37 decrypts (connectors/saml/xmlenc.py does).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lxml import etree
 
 from tests.integration import support
 from tests.integration.support import (
@@ -75,6 +78,8 @@ SAML_REALM = "partner-saml"
 CLIENT_ID = "portal"
 ALICE_GROUPS = {"engineering", "admins"}
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS = "http://www.w3.org/2000/09/xmldsig#"
 
 
 @dataclass(frozen=True)
@@ -215,10 +220,18 @@ def partner_entry(spec: PartnerSpec, connection: dict[str, Any]) -> dict[str, An
     }
 
 
-def import_saml_client(keycloak: KeycloakPeer, sp_metadata: str, *, encrypt: bool = False) -> str:
+def import_saml_client(
+    keycloak: KeycloakPeer,
+    sp_metadata: str,
+    *,
+    encrypt: bool = False,
+    encryption: dict[str, str] | None = None,
+) -> str:
     """What the partner's admin does in Keycloak: Clients → Import client (the hub's SP
     metadata), then signatures, the NameID format and encryption (which the import turns on,
-    the hub's metadata offering an encryption key). Returns the client's internal id."""
+    the hub's metadata offering an encryption key; ``encryption``: the client's
+    ``saml.encryption.*`` attributes, Keycloak's choices of algorithms). Returns the
+    client's internal id."""
     client: dict[str, Any] = admin_request(
         keycloak,
         SAML_REALM,
@@ -241,6 +254,7 @@ def import_saml_client(keycloak: KeycloakPeer, sp_metadata: str, *, encrypt: boo
             "saml_name_id_format": "persistent",
             "saml.force.name.id.format": "false",
             "saml.encrypt": "true" if encrypt else "false",
+            **(encryption or {}),
         }
     )
     client.update({"enabled": True, "frontchannelLogout": True, "name": "Isthmus extranet hub"})
@@ -422,25 +436,60 @@ def test_app_login_through_keycloak_saml_partner(
     assert identity["subject"].startswith("G-")  # Keycloak's persistent pairwise id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the hub does not read Keycloak's encrypted assertions yet: 'response carries 0 "
-    "assertions, not one' (Keycloak 26 defaults aes256-gcm + rsa-oaep, and also with "
-    "aes256-cbc + rsa-oaep-mgf1p); docs/keycloak.md says to turn encryption off",
-)
+XENC = "http://www.w3.org/2001/04/xmlenc#"
+XENC11 = "http://www.w3.org/2009/xmlenc11#"
+# Keycloak's choices → (data algorithm, key transport, OAEP digest, MGF) it then sends
+KEYCLOAK_ENCRYPTION: dict[str, tuple[dict[str, str], tuple[str, str, str, str | None]]] = {
+    "as-imported": (
+        {},
+        (XENC11 + "aes256-gcm", XENC11 + "rsa-oaep", XENC + "sha256", XENC11 + "mgf1sha256"),
+    ),
+    "aes256-cbc-rsa-oaep-mgf1p": (
+        {
+            "saml.encryption.algorithm": XENC + "aes256-cbc",
+            "saml.encryption.keyAlgorithm": XENC + "rsa-oaep-mgf1p",
+        },
+        (XENC + "aes256-cbc", XENC + "rsa-oaep-mgf1p", XENC + "sha256", None),
+    ),
+}
+
+
+@pytest.mark.parametrize("choice", list(KEYCLOAK_ENCRYPTION))
 def test_app_login_through_keycloak_saml_partner_with_encrypted_assertions(
+    choice: str,
     hub: KeycloakHub,
     keycloak_peer: KeycloakPeer,
     browser_kc: Browser,
     app_client: AppClient,
     ports: Ports,
 ) -> None:
-    import_saml_client(keycloak_peer, hub.sp_metadata, encrypt=True)  # as imported
+    attributes, (data_alg, key_alg, digest, mgf) = KEYCLOAK_ENCRYPTION[choice]
+    import_saml_client(keycloak_peer, hub.sp_metadata, encrypt=True, encryption=attributes)
     with app_client() as client:
         login = app_login(hub, client, browser_kc, keycloak_peer, SAML_PARTNER, ports)
-    assert login.saml_response is not None and "EncryptedAssertion" in login.saml_response
-    assert login.claims["email"] == "alice@kc-saml-partner.example"
+    claims = login.claims
+    assert claims["partner_id"] == SAML_PARTNER.id
+    assert claims["email"] == "alice@kc-saml-partner.example" and claims["email_verified"] is True
+    assert set(claims["groups"]) == ALICE_GROUPS
+
+    # what Keycloak posted: a signed Response around an EncryptedAssertion (nothing in the
+    # clear), its EncryptedKey inside the EncryptedData's KeyInfo, with these algorithms
+    xml = login.saml_response
+    assert xml is not None and "<saml:EncryptedAssertion>" in xml, xml
+    assert "alice@kc-saml-partner.example" not in xml and "<saml:Assertion" not in xml
+    root = etree.fromstring(xml.encode())
+    (data,) = root.findall(f"{{{SAML_NS}}}EncryptedAssertion/{{{XENC}}}EncryptedData")
+    assert data.find(f"{{{XENC}}}EncryptionMethod").get("Algorithm") == data_alg
+    (key,) = data.findall(f"{{{DS}}}KeyInfo/{{{XENC}}}EncryptedKey")
+    method = key.find(f"{{{XENC}}}EncryptionMethod")
+    assert method.get("Algorithm") == key_alg
+    assert method.find(f"{{{DS}}}DigestMethod").get("Algorithm") == digest
+    found_mgf = method.find(f"{{{XENC11}}}MGF")
+    assert (None if found_mgf is None else found_mgf.get("Algorithm")) == mgf
+    cookie = browser_kc.cookies.get(SESSION_COOKIE)
+    stored = hub.stored_session(cookie) if cookie else None
+    assert stored is not None, hub.keys("*")
+    assert stored["identity"]["subject"].startswith("G-")  # the decrypted, verified NameID
 
 
 # --- 2. invariant 1: a Keycloak user outside the partner's verified domains --------------------
