@@ -17,7 +17,11 @@ app        :class:`AppSettings`             ``id`` (no inline ``policy``: see po
 client     :class:`ClientSettings`          ``client_id``
 policy     the policy language (policies/)  the app's id
 api_token  :class:`ApiTokenSpec`            the token's public id
+grant      :class:`GrantSpec`               ``g-`` and a random suffix
 ========== ================================ ===================================
+
+Grants (issue 9) are exported: project access is managed in Git like the rest, and a
+grant's ``valid_until`` makes a stale file harmless (an expired grant allows nothing).
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import policies
 from federation.admin.documents import Document, Spec
 from federation.admin.tokens import ApiTokenSpec
 from federation.errors import IsthmusError
+from federation.identity import FederatedIdentity
 from federation.proxy.policyset import PolicySet
 from federation.registry import StaticRegistry
 from federation.settings import (
@@ -45,18 +51,107 @@ from federation.settings import (
     semantic_problems,
 )
 
+
+class GrantSpec(BaseModel):
+    """Time-boxed access to a set of apps (a project's) for one person or a whole partner.
+
+    The person is ``connection_id`` + ``subject``, or an ``email`` (in one of the partner's
+    verified domains); neither: every member of ``partner_id``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partner_id: str = Field(min_length=1)
+    connection_id: str | None = None
+    subject: str | None = None
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    apps: tuple[str, ...] = Field(min_length=1)
+    valid_from: datetime | None = None
+    valid_until: datetime
+    granted_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> GrantSpec:
+        if (self.connection_id is None) != (self.subject is None):
+            raise ValueError("give connection_id and subject together")
+        if self.email is not None and self.subject is not None:
+            raise ValueError("give a person by connection_id + subject or by email, not both")
+        for moment in (self.valid_from, self.valid_until):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("times must carry a timezone")
+        if self.valid_from is not None and self.valid_from >= self.valid_until:
+            raise ValueError("valid_from must come before valid_until")
+        return self
+
+    @property
+    def whole_partner(self) -> bool:
+        return self.subject is None and self.email is None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantIndex:
+    """Grants by partner, by (partner, connection, subject) and by (partner, email): a
+    decision looks up three dicts, whatever the number of grants."""
+
+    by_partner: Mapping[str, tuple[GrantSpec, ...]] = field(default_factory=dict)
+    by_subject: Mapping[tuple[str, str, str], tuple[GrantSpec, ...]] = field(default_factory=dict)
+    by_email: Mapping[tuple[str, str], tuple[GrantSpec, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, grants: Iterable[GrantSpec]) -> GrantIndex:
+        by_partner: dict[str, list[GrantSpec]] = {}
+        by_subject: dict[tuple[str, str, str], list[GrantSpec]] = {}
+        by_email: dict[tuple[str, str], list[GrantSpec]] = {}
+        for grant in grants:
+            if grant.email is not None:
+                by_email.setdefault((grant.partner_id, grant.email.lower()), []).append(grant)
+            elif grant.connection_id is not None and grant.subject is not None:
+                key = (grant.partner_id, grant.connection_id, grant.subject)
+                by_subject.setdefault(key, []).append(grant)
+            else:
+                by_partner.setdefault(grant.partner_id, []).append(grant)
+        return cls(
+            {k: tuple(v) for k, v in by_partner.items()},
+            {k: tuple(v) for k, v in by_subject.items()},
+            {k: tuple(v) for k, v in by_email.items()},
+        )
+
+    def specs_for(self, identity: FederatedIdentity) -> tuple[GrantSpec, ...]:
+        """Every grant naming ``identity`` or its partner (expired ones too)."""
+        pid = identity.partner_id
+        found = self.by_partner.get(pid, ())
+        found += self.by_subject.get((pid, identity.connection_id, identity.subject), ())
+        if identity.email and self.by_email:
+            found += self.by_email.get((pid, identity.email.lower()), ())
+        return found
+
+    def for_identity(
+        self, identity: FederatedIdentity, now: datetime
+    ) -> tuple[policies.Grant, ...]:
+        """The policy's view: one :class:`policies.Grant` per app, not-yet-valid left out."""
+        return tuple(
+            policies.Grant(app_id, spec.valid_until, spec.granted_by)
+            for spec in self.specs_for(identity)
+            if spec.valid_from is None or spec.valid_from <= now
+            for app_id in spec.apps
+        )
+
+
 MODELS: dict[str, type[BaseModel]] = {
     "partner": PartnerSettings,
     "app": AppSettings,
     "client": ClientSettings,
     "api_token": ApiTokenSpec,
+    "grant": GrantSpec,
 }
 ID_FIELDS = {"partner": "id", "app": "id", "client": "client_id"}
 # Ids that name pages of the console (/admin/partners/new is the onboarding wizard).
 RESERVED_IDS = {"partner": frozenset({"new"}), "app": frozenset({"new"})}
-KINDS = ("partner", "app", "client", "policy", "api_token")
-# Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported).
-EXPORTED_KINDS = ("partner", "app", "client", "policy")
+KINDS = ("partner", "app", "client", "policy", "api_token", "grant")
+# Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported;
+# grants are, so that GitOps manages project access too).
+EXPORTED_KINDS = ("partner", "app", "client", "policy", "grant")
 _log = logging.getLogger("isthmus.registry")
 _LISTS = {"partners": "partner", "clients": "client", "apps": "app"}
 
@@ -98,6 +193,7 @@ class Catalog:
     revision: int = 0
     documents: Mapping[tuple[str, str], Document] = field(default_factory=dict)
     tokens: Mapping[str, ApiTokenSpec] = field(default_factory=dict)
+    grants: GrantIndex = GrantIndex()
 
     def spec(self, kind: str, doc_id: str) -> Spec | None:
         found = self.documents.get((kind, doc_id))
@@ -185,6 +281,10 @@ def compile_catalog(
     )
     if strict:
         problems += _cross_problems(merged)
+    grants = dict(models["grant"])
+    for grant_id, grant_problem in _grant_problems(grants, models["partner"], apps):
+        problems.append(grant_problem)
+        grants.pop(grant_id, None)
     compiled, policy_problems = _compile_policies(apps, policy_specs)
     problems += policy_problems
     if problems and strict:
@@ -206,7 +306,35 @@ def compile_catalog(
         revision,
         docs,
         dict(models["api_token"]),
+        GrantIndex.of(grants.values()),
     )
+
+
+def _grant_problems(
+    grants: Mapping[str, GrantSpec],
+    partners: Mapping[str, PartnerSettings],
+    apps: Mapping[str, AppSettings],
+) -> Iterator[tuple[str, Problem]]:
+    """Grants naming a missing partner, connection or app, or an email outside the
+    partner's verified domains (checked on load too: such a grant grants nothing)."""
+    for grant_id, grant in sorted(grants.items()):
+        partner = partners.get(grant.partner_id)
+        if partner is None:
+            yield grant_id, Problem("grant", grant_id, "partner_id", "no such partner")
+            continue
+        for index, app_id in enumerate(grant.apps):
+            if app_id not in apps:
+                yield grant_id, Problem("grant", grant_id, f"apps.{index}", f"no app {app_id!r}")
+        if grant.connection_id is not None and grant.connection_id not in {
+            c.id for c in partner.connections
+        }:
+            message = f"partner {partner.id} has no connection {grant.connection_id!r}"
+            yield grant_id, Problem("grant", grant_id, "connection_id", message)
+        if grant.email is not None:
+            domain = grant.email.rpartition("@")[2].lower()
+            if domain not in partner.domains:
+                message = f"{domain} is not a verified domain of partner {partner.id}"
+                yield grant_id, Problem("grant", grant_id, "email", message)
 
 
 def _cross_problems(merged: Settings) -> Iterator[Problem]:

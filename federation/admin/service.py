@@ -17,6 +17,7 @@ document itself. A write:
 from __future__ import annotations
 
 import difflib
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ import yaml
 from federation.admin.catalog import (
     EXPORTED_KINDS,
     ID_FIELDS,
+    GrantSpec,
     InvalidDocuments,
     Problem,
     compile_catalog,
@@ -376,6 +378,32 @@ class AdminService:
             )
         await self._commit(actor, [Write("api_token", token_id, spec, 0)], f"token {name}")
         return token, await self.document(SYSTEM, "api_token", token_id)
+
+    # ------------------------------------------------------------------ grants
+    async def grant(self, actor: Actor, spec: Spec, *, reason: str = "") -> Document:
+        """A new time-boxed grant (admins): ``valid_until`` must still be ahead."""
+        _require(actor, Role.admin)
+        await self.hub.ready()
+        grant_id = f"g-{secrets.token_hex(6)}"
+        spec = {"granted_by": actor.name, **spec}
+        try:
+            model = GrantSpec.model_validate(spec)
+        except ValueError:
+            model = None  # every field's problem is reported by the write's check
+        if model is not None:
+            now = datetime.fromtimestamp(self.hub.clock(), UTC)
+            if model.valid_until <= now:
+                message = f"{model.valid_until.isoformat()} has passed: a grant must end later"
+                raise InvalidDocuments([Problem("grant", grant_id, "valid_until", message)])
+        note = reason or str(spec.get("reason") or "") or "grant"
+        await self._commit(actor, [Write("grant", grant_id, spec, 0)], note)
+        return await self.document(SYSTEM, "grant", grant_id)
+
+    async def revoke_grant(self, actor: Actor, grant_id: str, *, reason: str = "") -> None:
+        """End a grant now (it is deleted; the history keeps it)."""
+        _require(actor, Role.admin)
+        current = await self.document(actor, "grant", grant_id)
+        await self.delete(actor, "grant", grant_id, current.version, reason=reason or "revoked")
 
     # ------------------------------------------------------------------ the write path
     def _authorize_write(

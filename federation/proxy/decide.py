@@ -93,20 +93,16 @@ class Decider:
             why = "partner not found" if partner is None else _inactive_reason(partner, now)
             self._audit(verdict, method, source_ip, (why,))
             return verdict
+        grants = self.hub.catalog.grants.for_identity(identity, now)
         decision = self.policies.policy(app.id).decide(
-            policies.Subject(identity, partner.settings),
+            policies.Subject(identity, partner.settings, grants),
             policies.AccessRequest(method, path, host, source_ip, now),
         )
         outcome = Outcome.allow if decision.allowed else Outcome.deny
-        verdict = Verdict(
-            outcome,
-            app,
-            path,
-            tuple(decision.public_reasons()),
-            request_id,
-            session,
-            partner,
-        )
+        public = tuple(decision.public_reasons())
+        if not decision.allowed:
+            public += _ended_grant(app, grants, now)
+        verdict = Verdict(outcome, app, path, public, request_id, session, partner)
         self._audit(verdict, method, source_ip, tuple(str(r) for r in decision.reasons))
         return verdict
 
@@ -133,6 +129,16 @@ class Decider:
             )
         outcome = "success" if verdict.allowed else "failure"
         self.hub.audit.emit("proxy.decision", outcome=outcome, **fields)
+
+
+def _ended_grant(
+    app: AppSettings, grants: tuple[policies.Grant, ...], now: datetime
+) -> tuple[str, ...]:
+    """Why a refused user who once held a grant for ``app`` no longer gets in."""
+    mine = [g.expires_at for g in grants if g.app_id == app.id]
+    if not mine or any(now < end for end in mine):
+        return ()
+    return (f"your access to {app.id} ended on {max(mine).date().isoformat()}",)
 
 
 def _inactive_reason(partner: Partner, now: datetime) -> str:
