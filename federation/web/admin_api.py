@@ -43,7 +43,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from federation.admin.auth import authenticate
-from federation.admin.catalog import ID_FIELDS, InvalidDocuments, Problem
+from federation.admin.catalog import ID_FIELDS, GrantSpec, InvalidDocuments, Problem
 from federation.admin.documents import Change, Document
 from federation.admin.domains import challenge_name, challenge_value
 from federation.admin.service import Actor, AdminService, Forbidden, redact
@@ -159,6 +159,20 @@ class TokenCreate(Body):
     role: Role
     partner_id: str | None = None
     ttl_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class GrantCreate(Body):
+    """A time-boxed grant: a person (``connection_id`` + ``subject``, or ``email``) or, with
+    neither, every member of ``partner_id``; ``granted_by`` is the caller."""
+
+    partner_id: str
+    connection_id: str | None = None
+    subject: str | None = None
+    email: str | None = None
+    apps: list[str] = Field(description="the app ids: one app, or a project's set")
+    valid_from: datetime | None = None
+    valid_until: datetime = Field(description="must be in the future; timezone required")
+    reason: str = Field(default="", max_length=500)
 
 
 class Inspection(Body):
@@ -719,6 +733,31 @@ async def audit_export(call: Call) -> Response:
     )
 
 
+# ---------------------------------------------------------------------- grants
+
+
+async def list_grants(call: Call) -> Response:
+    docs = await call.service.documents(call.actor, "grant")
+    partner = call.request.query_params.get("partner")
+    return _items([_view(d) for d in docs if partner is None or d.spec["partner_id"] == partner])
+
+
+async def create_grant(call: Call) -> Response:
+    body = call.parsed(GrantCreate)
+    doc = await call.service.grant(call.actor, body.model_dump(mode="json", exclude_none=True))
+    return _document(doc, 201, f"{PREFIX}/grants/{doc.id}")
+
+
+async def get_grant(call: Call) -> Response:
+    return _document(await call.service.document(call.actor, "grant", call.param("id")))
+
+
+async def revoke_grant(call: Call) -> Response:
+    """Revoking needs no version: the grant ends now (the history keeps it)."""
+    await call.service.revoke_grant(call.actor, call.param("id"))
+    return _empty()
+
+
 # ---------------------------------------------------------------------- tokens and me
 
 
@@ -846,13 +885,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/history", "registry_history", registry_history,
              "Recorded changes of the registry, newest first (secrets masked)", "registry",
              answer=ChangeView, many=True,
-             query=(Param("kind", "partner, app, client, policy or api_token"),
+             query=(Param("kind", "partner, app, client, policy, api_token or grant"),
                     Param("id", "a document id"), _LIMIT)),
     Endpoint("GET", "/audit", "audit", audit, "Search the audit trail, newest first", "audit",
              answer=AuditEvent, many=True, query=_AUDIT_PARAMS),
     Endpoint("GET", "/audit/export", "audit_export", audit_export,
              "Export the audit trail as JSON lines (the same filters)", "audit",
              media="application/x-ndjson", query=_AUDIT_PARAMS),
+    Endpoint("GET", "/grants", "list_grants", list_grants,
+             "List the time-boxed grants (expired ones too)", "grants", READERS,
+             answer=DocumentView, many=True, spec_kind="grant",
+             query=(Param("partner", "the grants of one partner"),)),
+    Endpoint("POST", "/grants", "create_grant", create_grant,
+             "Grant a person or a whole partner apps until a date", "grants", ADMINS,
+             body=GrantCreate, answer=DocumentView, status=201, spec_kind="grant"),
+    Endpoint("GET", "/grants/{id}", "get_grant", get_grant, "Read a grant", "grants", READERS,
+             answer=DocumentView, spec_kind="grant"),
+    Endpoint("DELETE", "/grants/{id}", "revoke_grant", revoke_grant,
+             "Revoke a grant (it ends now)", "grants", ADMINS, status=204),
     Endpoint("POST", "/tokens", "create_token", create_token,
              "Create an API token (the token is answered once)", "tokens", ADMINS,
              body=TokenCreate, answer=TokenCreated, status=201),
@@ -940,6 +990,7 @@ _SPEC_MODELS: dict[str, tuple[str, type[BaseModel] | None]] = {
     "app": ("AppSettings", AppSettings),
     "client": ("ClientSettings", ClientSettings),
     "api_token": ("ApiTokenView", ApiTokenView),
+    "grant": ("GrantSpec", GrantSpec),
     "policy": ("Policy", None),  # policies/schema.json
 }
 _ERRORS = {
@@ -988,7 +1039,7 @@ def _with_spec(base: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, An
 @cache
 def _components() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
-        PartnerSettings, AppSettings, ClientSettings, ApiTokenView,
+        PartnerSettings, AppSettings, ClientSettings, ApiTokenView, GrantSpec,
         *{m for e in ENDPOINTS for m in (e.body, e.answer) if m is not None},
         ErrorView,
     ]  # fmt: skip

@@ -4,6 +4,7 @@ refused user is told why."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,11 +19,14 @@ from federation.admin.tokens import Role
 from federation.hub import Hub
 from federation.web.app import create_app
 from tests.admin.support import (
+    API,
     BASE,
     EDGE,
     ORDERS_HOST,
     api_settings,
+    bearer,
     make_hub,
+    mint_token,
     sign_in_as,
 )
 
@@ -214,3 +218,57 @@ async def test_a_grant_is_audited_with_who_granted_it(
     change = [e for e in events if e.get("event") == "admin.change" and e["kind"] == "grant"]
     assert change[0]["partner"] == "acme"
     assert change[0]["reason"] == "tender 42"
+
+
+# ---------------------------------------------------------------------- the admin API
+
+
+@pytest.fixture
+async def api(app: Starlette, hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client with an admin token."""
+    token = await mint_token(hub)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, headers=bearer(token)) as c:
+        yield c
+
+
+async def test_grants_through_the_api(app: Starlette, api: httpx.AsyncClient, hub: Hub) -> None:
+    body = {"partner_id": "acme", "email": "bob@acme.example", "apps": ["orders", "billing"],
+            "valid_until": until(5), "reason": "project X"}  # fmt: skip
+    created = await api.post(f"{API}/grants", json=body)
+    assert created.status_code == 201, created.text
+    grant_id = created.json()["id"]
+    assert created.headers["location"] == f"{API}/grants/{grant_id}"
+    assert created.json()["spec"]["granted_by"] == "token:test-admin"
+    listed = await api.get(f"{API}/grants", params={"partner": "acme"})
+    assert [g["id"] for g in listed.json()["items"]] == [grant_id]
+    assert (await api.get(f"{API}/grants", params={"partner": "globex"})).json()["items"] == []
+    assert (await api.get(f"{API}/grants/{grant_id}")).json()["spec"]["apps"] == body["apps"]
+
+    bob = await session_of(app, "bob@acme.example")
+    assert (await ask(app, bob, "billing")).status_code == 200
+    assert (await api.delete(f"{API}/grants/{grant_id}")).status_code == 204
+    assert (await ask(app, bob, "billing")).status_code == 403
+    assert (await api.get(f"{API}/grants/{grant_id}")).status_code == 404
+
+
+async def test_the_api_refuses_a_past_grant_and_non_admins(
+    api: httpx.AsyncClient, hub: Hub, app: Starlette
+) -> None:
+    past = {"partner_id": "acme", "apps": ["orders"], "valid_until": until(-1)}
+    refused = await api.post(f"{API}/grants", json=past)
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["valid_until"]
+    unknown = await api.post(
+        f"{API}/grants", json={**past, "apps": ["nope"], "valid_until": until(1)}
+    )
+    assert unknown.status_code == 422
+    assert [e["field"] for e in unknown.json()["errors"]] == ["apps.0"]
+
+    auditor = await mint_token(hub, Role.auditor)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as other:
+        ok = {**past, "valid_until": until(1)}
+        answer = await other.post(f"{API}/grants", json=ok, headers=bearer(auditor))
+        assert answer.status_code == 403
+        assert (await other.get(f"{API}/grants", headers=bearer(auditor))).status_code == 200
