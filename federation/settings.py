@@ -288,11 +288,29 @@ class KeycloakConnectionSettings(Strict):
         return f"{self.server_url.rstrip('/')}/realms/{self.realm}"
 
 
+class OtpConnectionSettings(Strict):
+    """A one-time code sent by email (partners without SSO): the hub serves the pages,
+    the address must be in one of the partner's verified domains (docs/otp.md)."""
+
+    type: Literal["otp"]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    display_name: str | None = None
+    code_digits: int = Field(default=6, ge=6, le=8)
+    code_ttl_seconds: int = Field(default=300, ge=60, le=900)
+    # A code is burnt after this many wrong guesses.
+    max_wrong_codes: int = Field(default=5, ge=1, le=10)
+    # Codes sent per address, and send or verify attempts per source IP, per window.
+    sends_per_address: int = Field(default=3, ge=1, le=100)
+    attempts_per_ip: int = Field(default=30, ge=1, le=10_000)
+    rate_window_seconds: int = Field(default=900, ge=60, le=86_400)
+
+
 ConnectionSettings = Annotated[
     OidcConnectionSettings
     | MockConnectionSettings
     | SamlConnectionSettings
-    | KeycloakConnectionSettings,
+    | KeycloakConnectionSettings
+    | OtpConnectionSettings,
     Field(discriminator="type"),
 ]
 
@@ -543,6 +561,18 @@ class DnsSettings(Strict):
     timeout_seconds: float = Field(default=5.0, gt=0, le=30)
 
 
+class SmtpSettings(Strict):
+    """The SMTP server the hub sends one-time codes through (``otp`` connections)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    from_address: str = "isthmus@localhost"
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+
 class ListenSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -626,6 +656,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     admin: AdminSettings = AdminSettings()
     dns: DnsSettings = DnsSettings()
+    smtp: SmtpSettings = SmtpSettings()
     partners: tuple[PartnerSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
     apps: tuple[AppSettings, ...] = ()
@@ -743,7 +774,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
     # Drop pydantic's union-tag segments ("oidc", "mock", ...) that are not file keys.
-    parts = [str(p) for p in loc if p not in ("oidc", "mock", "saml", "keycloak")]
+    parts = [str(p) for p in loc if p not in ("oidc", "mock", "saml", "keycloak", "otp")]
     return ".".join(parts)
 
 
@@ -950,6 +981,8 @@ def _connection_problems(
     if isinstance(connection, KeycloakConnectionSettings):
         yield from _keycloak_problems(where, connection, settings)
         return
+    if isinstance(connection, OtpConnectionSettings):
+        return  # the hub serves its pages; only the partner's verified domains matter
     yield from _url_problems(f"{where}.issuer", connection.issuer, settings, allow_path=True)
     needs_secret = connection.token_endpoint_auth_method != "none"
     if needs_secret and not connection.client_secret:
