@@ -1,4 +1,5 @@
-"""The admin commands of the ``isthmus`` CLI: apply/export, partners, apps, audit, tokens.
+"""The admin commands of the ``isthmus`` CLI: apply/export, partners, apps, audit, tokens,
+grants.
 
 Every command works on the registry the configuration file points at (``--config``/``-c``
 or ``ISTHMUS_CONFIG``): it builds a hub on that file, loads the registry and calls
@@ -75,6 +76,10 @@ apps_app = typer.Typer(help="Extranet apps: routes, upstreams, policies.", no_ar
 tokens_app = typer.Typer(
     help="API tokens for automation (shown once at creation).", no_args_is_help=True
 )
+grants_app = typer.Typer(
+    help="Time-boxed grants: a person or a whole partner, apps, until a date.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -85,6 +90,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(partners_app, name="partners")
     app.add_typer(apps_app, name="apps")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(grants_app, name="grants")
 
 
 # --- running a command against the registry ----------------------------------------------
@@ -1146,3 +1152,128 @@ def tokens_revoke(
         _echo_json({"id": doc.id, "revoked": True})
         return
     typer.echo(f"revoked token {doc.id} ({doc.spec.get('name')!r})")
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+_AHEAD = re.compile(r"^(\d{1,5})([dw])$")
+
+
+def parse_until(value: str, now: datetime) -> str:
+    """ISO-8601 (UTC when no offset) or ``<n>d|w`` from now, as stored ISO-8601."""
+    ahead = _AHEAD.match(value.strip())
+    if ahead:
+        amount, unit = int(ahead.group(1)), ahead.group(2)
+        return (now + timedelta(**{_UNITS[unit]: amount})).isoformat(timespec="seconds")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r}: give ISO-8601 (2025-03-01 or 2025-03-01T12:00:00Z) or 30d, 6w"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.isoformat(timespec="seconds")
+
+
+@grants_app.command("create")
+def grants_create(
+    partner: Annotated[str, typer.Option("--partner", help="The partner (all of it, alone).")],
+    apps: Annotated[list[str], typer.Option("--app", help="An app id (repeat for a project).")],
+    until: Annotated[str, typer.Option("--until", help="End: ISO-8601, or 30d, 6w from now.")],
+    config: ConfigOpt,
+    email: Annotated[
+        str | None, typer.Option("--email", help="One person, by email (a verified domain).")
+    ] = None,
+    connection: Annotated[
+        str | None, typer.Option("--connection", help="One person: their connection...")
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="...and their subject at it.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Start (default: now): ISO-8601 or 2d.")
+    ] = None,
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Grant a person, or every member of a partner, apps until a date."""
+    now = datetime.now(UTC)
+    spec: dict[str, Any] = {"partner_id": partner, "apps": list(apps),
+                            "valid_until": parse_until(until, now), "reason": reason,
+                            "email": email, "connection_id": connection, "subject": subject,
+                            "valid_from": parse_until(start, now) if start else None}  # fmt: skip
+    spec = {k: v for k, v in spec.items() if v not in (None, "")}
+
+    async def work(admin: Admin) -> Document:
+        return await admin.service.grant(admin.actor, spec)
+
+    doc = run(config, work, as_json=as_json)
+    if as_json:
+        _echo_json(_document_json(doc))
+        return
+    typer.echo(
+        f"granted {_grantee(doc.spec)} {', '.join(doc.spec['apps'])} "
+        f"until {_iso(doc.spec['valid_until'])}: grant {doc.id}"
+    )
+
+
+@grants_app.command("list")
+def grants_list(
+    config: ConfigOpt,
+    partner: Annotated[str | None, typer.Option("--partner", help="One partner's.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every grant (expired ones too): who, which apps, from, until, by whom."""
+
+    async def work(admin: Admin) -> list[Document]:
+        docs = await admin.service.documents(admin.actor, "grant")
+        return [d for d in docs if partner is None or d.spec.get("partner_id") == partner]
+
+    docs = run(config, work, as_json=as_json)
+    if as_json:
+        _echo_json([_document_json(d) for d in docs])
+        return
+    now = datetime.now(UTC).timestamp()
+    rows = [
+        (
+            d.id,
+            d.spec.get("partner_id"),
+            _grantee(d.spec),
+            ",".join(d.spec.get("apps", ())),
+            _iso(d.spec.get("valid_from")),
+            _iso(d.spec.get("valid_until")),
+            d.spec.get("granted_by"),
+            "expired" if _expired({"expires_at": d.spec.get("valid_until")}, now) else "active",
+        )
+        for d in docs
+    ]
+    headers = ("ID", "PARTNER", "WHO", "APPS", "FROM", "UNTIL", "BY", "STATE")
+    _echo_table(headers, rows, "No grants.")
+
+
+def _grantee(spec: Spec) -> str:
+    if spec.get("email"):
+        return str(spec["email"])
+    if spec.get("subject"):
+        return f"{spec.get('connection_id')}:{spec['subject']}"
+    return f"all of {spec.get('partner_id')}"
+
+
+@grants_app.command("revoke")
+def grants_revoke(
+    grant_id: Annotated[str, typer.Argument(metavar="ID", help="The grant's id (grants list).")],
+    config: ConfigOpt,
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a grant: it ends at once."""
+
+    async def work(admin: Admin) -> None:
+        await admin.service.revoke_grant(admin.actor, grant_id, reason=reason)
+
+    run(config, work, as_json=as_json)
+    if as_json:
+        _echo_json({"id": grant_id, "revoked": True})
+        return
+    typer.echo(f"revoked grant {grant_id}")

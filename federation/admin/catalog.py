@@ -20,8 +20,9 @@ api_token  :class:`ApiTokenSpec`            the token's public id
 grant      :class:`GrantSpec`               ``g-`` and a random suffix
 ========== ================================ ===================================
 
-Grants (issue 9) are exported: project access is managed in Git like the rest, and a
-grant's ``valid_until`` makes a stale file harmless (an expired grant allows nothing).
+Grants (issue 9) are operational data, like tokens: made and revoked day to day by
+admins (API, console, CLI), they are not exported, and ``isthmus apply --prune`` leaves
+them alone — a registry managed in Git does not wipe the project access granted since.
 """
 
 from __future__ import annotations
@@ -150,8 +151,8 @@ ID_FIELDS = {"partner": "id", "app": "id", "client": "client_id"}
 RESERVED_IDS = {"partner": frozenset({"new"}), "app": frozenset({"new"})}
 KINDS = ("partner", "app", "client", "policy", "api_token", "grant")
 # Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported;
-# grants are, so that GitOps manages project access too).
-EXPORTED_KINDS = ("partner", "app", "client", "policy", "grant")
+# grants are day-to-day operations: not exported, never pruned by `apply --prune`).
+EXPORTED_KINDS = ("partner", "app", "client", "policy")
 _log = logging.getLogger("isthmus.registry")
 _LISTS = {"partners": "partner", "clients": "client", "apps": "app"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from tests.admin.support import (
     mint_token,
     sign_in_as,
 )
+from tests.test_cli_admin import as_json, isthmus, ok, write_config
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 GRANTED = """\
@@ -272,3 +274,36 @@ async def test_the_api_refuses_a_past_grant_and_non_admins(
         answer = await other.post(f"{API}/grants", json=ok, headers=bearer(auditor))
         assert answer.status_code == 403
         assert (await other.get(f"{API}/grants", headers=bearer(auditor))).status_code == 200
+
+
+# ---------------------------------------------------------------------- the CLI
+
+
+def test_grants_through_the_cli(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "hub")
+    bob = ("--partner", "acme", "--email", "bob@acme.example")
+    created = as_json(config, "grants", "create", *bob, "--app", "orders", "--until", "30d")
+    assert created["spec"]["apps"] == ["orders"]
+    assert created["spec"]["granted_by"].startswith("cli:")
+    listed = ok(config, "grants", "list", "--partner", "acme").stdout
+    assert created["id"] in listed
+    assert "bob@acme.example" in listed
+    assert "active" in listed
+
+    past = isthmus(config, "grants", "create", "--partner", "acme", "--app", "orders",
+                   "--until", "2020-01-01")  # fmt: skip
+    assert past.exit_code == 1
+    assert "valid_until" in past.stderr
+    unknown = isthmus(config, "grants", "create", "--partner", "acme", "--app", "nope",
+                      "--until", "2w")  # fmt: skip
+    assert unknown.exit_code == 1
+    assert "no app 'nope'" in unknown.stderr
+
+    bundle = tmp_path / "bundle"  # grants are not exported, and a pruning apply keeps them
+    ok(config, "export", "-o", str(bundle))
+    assert not list(bundle.rglob("*grant*"))
+    ok(config, "apply", "-f", str(bundle), "--prune")
+    assert created["id"] in ok(config, "grants", "list").stdout
+
+    assert f"revoked grant {created['id']}" in ok(config, "grants", "revoke", created["id"]).stdout
+    assert ok(config, "grants", "list").stdout.strip() == "No grants."
