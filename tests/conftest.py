@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "tests.peers.nginx",
     "tests.peers.dns",
     "tests.peers.keycloak",
+    "tests.peers.smtp",
 ]

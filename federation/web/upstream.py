@@ -29,6 +29,7 @@ from federation.admin.onboarding import require_tester
 from federation.broker.flows import FLOW_TTL
 from federation.broker.login import LoginTestResult
 from federation.errors import InvalidState, IsthmusError, NotFound
+from federation.web import otp
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
 from federation.web.pages import broker_of, browser_to, hub_of
 from federation.web.templating import render
@@ -175,4 +176,5 @@ routes = [
     Route("/saml/{connection_id}/metadata", sp_metadata, methods=["GET"]),
     Route("/saml/{connection_id}/slo", single_logout, methods=["GET", "POST"]),
     Route("/admin/test-login/{connection_id}", test_login, methods=["GET"]),
+    *otp.routes,  # the one-time-code connection's own pages
 ]

@@ -1,0 +1,203 @@
+"""The one-time-code connection's pages: type the address, then the code mailed to it.
+
+``GET /otp/{connection_id}?state=FLOW`` is where :class:`connectors.otp.OtpConnector`
+sends the browser. Each page belongs to one login flow (the ``state``), which must be this
+browser's (its flow cookie) and for this connection. ``POST /otp/{id}/send`` mails a code
+— the "code sent" page is the same whether or not the address is allowed, so it tells
+nobody which addresses exist; a refused address is audited, no mail is sent.
+``POST /otp/{id}/verify`` checks the code, records the proven address in the flow and
+sends the browser to the normal callback, which opens the session. Every form carries
+the CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import replace
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from connectors.otp import VERIFIED_EMAIL, CodeRefused, OtpConnector, RateLimited, SmtpMailer
+from federation.broker.flows import LoginFlow
+from federation.errors import InvalidRequest, InvalidState, NotFound
+from federation.proxy.headers import Forwarded, TrustedProxies
+from federation.registry import Partner
+from federation.web import csrf
+from federation.web.cookies import FLOW_COOKIE
+from federation.web.pages import broker_of, hub_of
+from federation.web.templating import render
+
+
+async def email_page(request: Request) -> Response:
+    partner, connector = _otp(request)
+    flow = await _flow(request, request.query_params.get("state", ""))
+    email = request.query_params.get("email", "")
+    return _email_form(request, partner, connector, flow, email)
+
+
+async def send(request: Request) -> Response:
+    partner, connector = _otp(request)
+    form = await request.form()
+    token = csrf.check(request, form)
+    flow = await _flow(request, _field(form, "state"))
+    email = _field(form, "email").strip()
+    hub = hub_of(request)
+    if "@" not in email or len(email) > 254:
+        message = "Please enter your work email address, like name@company.com."
+        return _email_form(request, partner, connector, flow, email, status=400, message=message)
+    try:
+        sent = await connector.send_code(
+            hub.store, SmtpMailer(hub.settings.smtp), flow.id, email, _source_ip(request)
+        )
+    except RateLimited as exc:
+        _audit(request, connector, "otp.refused", "rate_limited", email=email, detail=exc.detail)
+        return _email_form(
+            request, partner, connector, flow, email, status=429, message=str(exc.detail)
+        )
+    if sent.sent:
+        _audit(request, connector, "otp.sent", None, email=sent.email)
+    else:
+        _audit(request, connector, "otp.refused", "outside_domains", email=sent.email)
+    return _code_form(request, partner, connector, flow, sent.email, token)
+
+
+async def verify(request: Request) -> Response:
+    partner, connector = _otp(request)
+    form = await request.form()
+    token = csrf.check(request, form)
+    flow = await _flow(request, _field(form, "state"))
+    email = _field(form, "email")
+    hub = hub_of(request)
+    try:
+        proven = await connector.verify_code(
+            hub.store, flow.id, _field(form, "code"), _source_ip(request)
+        )
+    except (CodeRefused, RateLimited) as exc:
+        _audit(request, connector, "otp.refused", exc.error, email=email, detail=exc.detail)
+        return _code_form(
+            request, partner, connector, flow, email, token, status=exc.status, message=exc.detail
+        )
+    state = {**flow.connector_state, VERIFIED_EMAIL: proven}
+    await broker_of(request).flows.save(replace(flow, connector_state=state))
+    _audit(request, connector, "otp.verified", None, email=proven)
+    query = urlencode({"state": flow.id})
+    return RedirectResponse(f"/callback/{connector.id}?{query}", status_code=303)
+
+
+def _otp(request: Request) -> tuple[Partner, OtpConnector]:
+    connection_id = request.path_params["connection_id"]
+    found = hub_of(request).connector(connection_id)
+    if found is None or not isinstance(found[1], OtpConnector):
+        raise NotFound(f"no one-time-code connection {connection_id!r}")
+    return found[0], found[1]
+
+
+async def _flow(request: Request, flow_id: str) -> LoginFlow:
+    """This browser's flow for this connection (a code belongs to one flow)."""
+    flow = await broker_of(request).flows.get(flow_id)
+    cookie = request.cookies.get(FLOW_COOKIE, "")
+    if flow is None:
+        raise InvalidState("the sign-in expired or is unknown; start again")
+    if not cookie or not hmac.compare_digest(cookie, flow.id):
+        raise InvalidState("this sign-in was started in another browser")
+    if flow.connection_id != request.path_params["connection_id"]:
+        raise InvalidState(f"the sign-in was started for {flow.connection_id!r}")
+    return flow
+
+
+def _source_ip(request: Request) -> str:
+    hub = hub_of(request)
+    peer = request.client.host if request.client else "unknown"
+    trusted = TrustedProxies(hub.settings.trusted_proxies)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    return Forwarded.of(headers, peer, request.url.scheme, request.url.netloc, trusted).client_ip
+
+
+def _audit(
+    request: Request,
+    connector: OtpConnector,
+    event: str,
+    reason: str | None,
+    *,
+    email: str,
+    detail: str | None = None,
+) -> None:
+    hub_of(request).audit.emit(
+        event,
+        outcome="failure" if reason else "success",
+        partner=connector.partner_id,
+        connection=connector.id,
+        reason=reason,
+        detail=detail,
+        email=email.strip().lower(),
+        request_id=request.state.request_id,
+    )
+
+
+def _email_form(
+    request: Request,
+    partner: Partner,
+    connector: OtpConnector,
+    flow: LoginFlow,
+    email: str,
+    *,
+    status: int = 200,
+    message: str | None = None,
+) -> Response:
+    token = csrf.token(request)
+    page = render(
+        request,
+        "otp_email.html",
+        status=status,
+        partner=partner,
+        connection_id=connector.id,
+        state=flow.id,
+        email=email,
+        csrf=token,
+        message=message,
+    )
+    return csrf.remember(page, hub_of(request).settings, token)
+
+
+def _code_form(
+    request: Request,
+    partner: Partner,
+    connector: OtpConnector,
+    flow: LoginFlow,
+    email: str,
+    token: str,
+    *,
+    status: int = 200,
+    message: str | None = None,
+) -> Response:
+    page = render(
+        request,
+        "otp_code.html",
+        status=status,
+        partner=partner,
+        connection_id=connector.id,
+        state=flow.id,
+        email=email,
+        csrf=token,
+        digits=connector.settings.code_digits,
+        minutes=max(1, connector.settings.code_ttl_seconds // 60),
+        message=message,
+    )
+    return csrf.remember(page, hub_of(request).settings, token)
+
+
+def _field(form: object, name: str) -> str:
+    value = form.get(name) if hasattr(form, "get") else None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"form field {name!r} is missing")
+    return value
+
+
+routes = [
+    Route("/otp/{connection_id}", email_page, methods=["GET"]),
+    Route("/otp/{connection_id}/send", send, methods=["POST"]),
+    Route("/otp/{connection_id}/verify", verify, methods=["POST"]),
+]
