@@ -52,7 +52,7 @@ def otp_hub(audit_log: list[dict[str, Any]], smtp_sink: SmtpSink, clock: Clock) 
         smtp={"host": smtp_sink.host, "port": smtp_sink.port, "from_address": "hub@isthmus.test"},
     )
     types = ConnectorRegistry(
-        {"mock": MockConnector.from_settings, "otp": OtpConnector.from_settings}  # type: ignore[dict-item]
+        {"mock": MockConnector.from_settings, "otp": OtpConnector.from_settings}
     )
     return build_hub(settings, audit=Audit([audit_log.append]), connector_types=types, clock=clock)
 
