@@ -316,8 +316,8 @@ def _grant_problems(
     partners: Mapping[str, PartnerSettings],
     apps: Mapping[str, AppSettings],
 ) -> Iterator[tuple[str, Problem]]:
-    """Grants naming a missing partner, connection or app, or an email outside the
-    partner's verified domains (checked on load too: such a grant grants nothing)."""
+    """Grants naming a missing partner or app (a partner or app with grants is deleted
+    after its grants are revoked)."""
     for grant_id, grant in sorted(grants.items()):
         partner = partners.get(grant.partner_id)
         if partner is None:
@@ -326,16 +326,24 @@ def _grant_problems(
         for index, app_id in enumerate(grant.apps):
             if app_id not in apps:
                 yield grant_id, Problem("grant", grant_id, f"apps.{index}", f"no app {app_id!r}")
-        if grant.connection_id is not None and grant.connection_id not in {
-            c.id for c in partner.connections
-        }:
-            message = f"partner {partner.id} has no connection {grant.connection_id!r}"
-            yield grant_id, Problem("grant", grant_id, "connection_id", message)
-        if grant.email is not None:
-            domain = grant.email.rpartition("@")[2].lower()
-            if domain not in partner.domains:
-                message = f"{domain} is not a verified domain of partner {partner.id}"
-                yield grant_id, Problem("grant", grant_id, "email", message)
+
+
+def person_problems(grant_id: str, grant: GrantSpec, partner: PartnerSettings) -> list[Problem]:
+    """A new grant's person: a connection of the partner, an email in its verified domains.
+    Checked when the grant is made only: a partner may later drop a connection or a domain
+    (the grant then matches no one) without being blocked by grants it cannot see."""
+    problems = []
+    if grant.connection_id is not None and grant.connection_id not in {
+        c.id for c in partner.connections
+    }:
+        message = f"partner {partner.id} has no connection {grant.connection_id!r}"
+        problems.append(Problem("grant", grant_id, "connection_id", message))
+    if grant.email is not None:
+        domain = grant.email.rpartition("@")[2].lower()
+        if domain not in partner.domains:
+            message = f"{domain} is not a verified domain of partner {partner.id}"
+            problems.append(Problem("grant", grant_id, "email", message))
+    return problems
 
 
 def _cross_problems(merged: Settings) -> Iterator[Problem]:

@@ -32,6 +32,7 @@ from federation.admin.catalog import (
     InvalidDocuments,
     Problem,
     compile_catalog,
+    person_problems,
 )
 from federation.admin.documents import (
     Change,
@@ -391,10 +392,16 @@ class AdminService:
         except ValueError:
             model = None  # every field's problem is reported by the write's check
         if model is not None:
+            problems = []
             now = datetime.fromtimestamp(self.hub.clock(), UTC)
             if model.valid_until <= now:
                 message = f"{model.valid_until.isoformat()} has passed: a grant must end later"
-                raise InvalidDocuments([Problem("grant", grant_id, "valid_until", message)])
+                problems.append(Problem("grant", grant_id, "valid_until", message))
+            partner = self.hub.registry.partner(model.partner_id)
+            if partner is not None:
+                problems += person_problems(grant_id, model, partner.settings)
+            if problems:
+                raise InvalidDocuments(problems)
         note = reason or str(spec.get("reason") or "") or "grant"
         await self._commit(actor, [Write("grant", grant_id, spec, 0)], note)
         return await self.document(SYSTEM, "grant", grant_id)

@@ -196,6 +196,20 @@ async def test_a_grant_naming_what_does_not_exist_is_refused(
     assert await service.documents(SYSTEM, "grant") == []
 
 
+async def test_grants_keep_their_apps_but_not_the_partners_domains(
+    service: AdminService, app: Starlette
+) -> None:
+    doc = await service.grant(SYSTEM, {"partner_id": "acme", "email": "bob@acme.example",
+                                       "apps": ["billing"], "valid_until": until(1)})  # fmt: skip
+    billing = await service.document(SYSTEM, "app", "billing")
+    with pytest.raises(InvalidDocuments) as refused:
+        await service.delete(SYSTEM, "app", "billing", billing.version)
+    assert ("grant", doc.id, "apps.0") in [(p.kind, p.id, p.field) for p in refused.value.problems]
+    # The partner drops the domain: not blocked; the grant now matches no one.
+    await service.remove_domain(Actor("alice", Role.partner_admin, "acme"), "acme", "acme.example")
+    assert (await service.document(SYSTEM, "grant", doc.id)).spec["email"] == "bob@acme.example"
+
+
 @pytest.mark.parametrize(
     "actor",
     [Actor("audrey", Role.auditor), Actor("alice", Role.partner_admin, "acme")],
