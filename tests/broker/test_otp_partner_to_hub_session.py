@@ -17,6 +17,7 @@ from federation.audit import Audit
 from federation.hub import Hub, build_hub
 from tests.broker.conftest import BASE, hub_settings, mock_partner
 from tests.broker.test_mock_partner_to_hub_session import hidden_fields
+from tests.peers.common import free_port
 from tests.peers.smtp import SmtpSink
 
 
@@ -253,3 +254,28 @@ async def test_pages_belong_to_the_browser_that_started_the_flow(
     assert refused.status_code == 400
     unknown = await client.get("/otp/acme-otp", params={"state": "nope"})
     assert unknown.status_code == 400
+
+
+async def test_an_unreachable_smtp_server_is_an_upstream_error(
+    otp_hub: Hub, audit_log: list[dict[str, Any]]
+) -> None:
+    from federation.web.app import create_app
+
+    closed = free_port()  # nothing listens there
+    settings = otp_hub.settings.model_copy(
+        update={"smtp": otp_hub.settings.smtp.model_copy(update={"port": closed})}
+    )
+    types = ConnectorRegistry(
+        {"mock": MockConnector.from_settings, "otp": OtpConnector.from_settings}
+    )
+    hub = build_hub(settings, audit=Audit([audit_log.append]), connector_types=types)
+    transport = httpx.ASGITransport(app=create_app(hub=hub))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        page = await to_email_page(http, "bob@acme.example")
+        failed = await http.post(
+            "/otp/acme-otp/send",
+            data={**hidden_fields(page.text), "email": "bob@acme.example"},
+            headers={"accept": "application/json"},
+        )
+    assert failed.status_code == 502
+    assert failed.json()["error"] == "upstream_error"
