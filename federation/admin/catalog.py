@@ -119,11 +119,12 @@ class GrantIndex:
         )
 
     def specs_for(self, identity: FederatedIdentity) -> tuple[GrantSpec, ...]:
-        """Every grant naming ``identity`` or its partner (expired ones too)."""
+        """Every grant naming ``identity`` or its partner (expired ones too); a grant by
+        email names only an identity whose email its IdP verified."""
         pid = identity.partner_id
         found = self.by_partner.get(pid, ())
         found += self.by_subject.get((pid, identity.connection_id, identity.subject), ())
-        if identity.email and self.by_email:
+        if identity.email and identity.email_verified and self.by_email:
             found += self.by_email.get((pid, identity.email.lower()), ())
         return found
 
@@ -131,9 +132,14 @@ class GrantIndex:
         self, identity: FederatedIdentity, now: datetime
     ) -> tuple[policies.Grant, ...]:
         """The policy's view: one :class:`policies.Grant` per app, not-yet-valid left out."""
+        if not (self.by_partner or self.by_subject or self.by_email):
+            return ()  # no grants at all: the common case costs nothing
+        specs = self.specs_for(identity)
+        if not specs:
+            return ()
         return tuple(
             policies.Grant(app_id, spec.valid_until, spec.granted_by)
-            for spec in self.specs_for(identity)
+            for spec in specs
             if spec.valid_from is None or spec.valid_from <= now
             for app_id in spec.apps
         )

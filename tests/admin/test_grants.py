@@ -14,10 +14,11 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 
-from federation.admin.catalog import InvalidDocuments
+from federation.admin.catalog import GrantIndex, GrantSpec, InvalidDocuments
 from federation.admin.service import SYSTEM, Actor, AdminService, Forbidden
 from federation.admin.tokens import Role
 from federation.hub import Hub
+from federation.identity import FederatedIdentity
 from federation.web.app import create_app
 from tests.admin.support import (
     API,
@@ -321,3 +322,17 @@ def test_grants_through_the_cli(tmp_path: Path) -> None:
 
     assert f"revoked grant {created['id']}" in ok(config, "grants", "revoke", created["id"]).stdout
     assert ok(config, "grants", "list").stdout.strip() == "No grants."
+
+
+def test_a_grant_by_email_names_only_a_verified_email() -> None:
+    spec = GrantSpec(partner_id="acme", email="Bob@acme.example", apps=("orders",),
+                     valid_until=START + timedelta(days=1), granted_by="root")  # fmt: skip
+    index = GrantIndex.of([spec])
+    verified = FederatedIdentity("acme", "acme-mock", "i", "bob", email="bob@acme.example",
+                                 email_verified=True)  # fmt: skip
+    assert [g.app_id for g in index.for_identity(verified, START)] == ["orders"]
+    unverified = FederatedIdentity("acme", "acme-mock", "i", "bob", email="bob@acme.example")
+    assert index.for_identity(unverified, START) == ()
+    elsewhere = FederatedIdentity("globex", "g", "i", "bob", email="bob@acme.example",
+                                  email_verified=True)  # fmt: skip
+    assert index.for_identity(elsewhere, START) == ()
