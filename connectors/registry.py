@@ -87,16 +87,19 @@ def default_registry() -> ConnectorRegistry:
     from connectors.keycloak import KeycloakConnector
     from connectors.mock import MockConnector
     from connectors.oidc import OidcConnector
+    from connectors.otp import OtpConnector
     from connectors.saml import SamlConnector
 
     # MockConnector is a frozen dataclass: its read-only ``id`` does not match the protocol's
     # settable attribute for mypy, although it honours the capability at run time.
     mock = cast(ConnectorFactory, MockConnector.from_settings)
+    otp = cast(ConnectorFactory, OtpConnector.from_settings)
     return ConnectorRegistry(
         {
             "oidc": OidcConnector.from_settings,
             "saml": SamlConnector.from_settings,
             "keycloak": KeycloakConnector.from_settings,
             "mock": mock,
+            "otp": otp,
         }
     )

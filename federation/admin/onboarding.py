@@ -58,6 +58,7 @@ from federation.settings import (
     KeycloakConnectionSettings,
     MockConnectionSettings,
     OidcConnectionSettings,
+    OtpConnectionSettings,
     SamlConnectionSettings,
 )
 
@@ -806,6 +807,10 @@ async def test_connection(hub: Hub, partner_id: str, connection_id: str) -> Repo
         _configured_oidc_checks(report, connection)
     elif isinstance(connection, SamlConnectionSettings):
         report = await _test_saml(hub, connection)
+    elif isinstance(connection, OtpConnectionSettings):
+        report = Report()
+        smtp = hub.settings.smtp
+        report.add("otp", "ok", f"one-time codes by email through {smtp.host}:{smtp.port}")
     else:
         assert isinstance(connection, MockConnectionSettings)
         report = Report()

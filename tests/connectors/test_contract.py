@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from connectors.base import CallbackConnector, CallbackRequest, LoginRedirect, LoginRequest
+from connectors.otp import VERIFIED_EMAIL, OtpConnector
 from connectors.registry import ConnectorContext, default_registry
 from connectors.saml import SamlConnector
 from federation.errors import IsthmusError
@@ -22,6 +23,7 @@ from federation.settings import (
     KeycloakConnectionSettings,
     MockConnectionSettings,
     MockUser,
+    OtpConnectionSettings,
     PartnerKind,
     PartnerSettings,
     SamlConnectionSettings,
@@ -44,6 +46,10 @@ class Harness:
     # HTTP method brings the answer back (SAML: the HTTP-POST binding).
     state_param: str = "state"
     method: str = "GET"
+    # What the hub adds to the flow state before the callback (otp: the proven address),
+    # and the subject the connector derives for the user "u-1".
+    hub_adds: dict[str, str] = field(default_factory=dict)
+    subject: str = "u-1"
 
 
 def partner_with(connection: ConnectionSettings) -> PartnerSettings:
@@ -124,6 +130,26 @@ def saml_harness() -> Harness:
     return Harness(connector, partner, connection, answer, "RelayState", "POST")
 
 
+def otp_harness() -> Harness:
+    connection = OtpConnectionSettings(type="otp", id="conn-1")
+    partner, connector = build(connection, ConnectorContext(hub_base_url="https://hub.test"))
+    assert isinstance(connector, OtpConnector)
+
+    async def answer(redirect: LoginRedirect) -> dict[str, str]:
+        # The hub's code page, once the code is right, sends the browser on with the state.
+        return {"state": parse_qs(urlsplit(redirect.url).query)["state"][0]}
+
+    subject = connector.subject_of("u1@acme.test")
+    return Harness(
+        connector,
+        partner,
+        connection,
+        answer,
+        hub_adds={VERIFIED_EMAIL: "u1@acme.test"},
+        subject=subject,
+    )
+
+
 class MemoryReplay:
     def __init__(self) -> None:
         self.seen: set[str] = set()
@@ -140,6 +166,7 @@ HARNESSES: dict[str, Callable[[], Harness]] = {
     "oidc": oidc_harness,
     "saml": saml_harness,
     "keycloak": keycloak_harness,
+    "otp": otp_harness,
 }
 
 
@@ -170,13 +197,14 @@ async def test_handle_callback_returns_an_identity_of_this_connection(harness: H
     params = await harness.answer(redirect)
 
     identity = await harness.connector.handle_callback(
-        CallbackRequest(CALLBACK, params, harness.method), redirect.flow_state
+        CallbackRequest(CALLBACK, params, harness.method),
+        {**redirect.flow_state, **harness.hub_adds},
     )
 
     assert identity.partner_id == harness.partner.id
     assert identity.connection_id == harness.connection.id
     assert identity.issuer
-    assert identity.subject == "u-1"
+    assert identity.subject == harness.subject
 
 
 @pytest.mark.parametrize(
