@@ -22,12 +22,12 @@ from starlette.routing import Route
 
 from connectors.otp import VERIFIED_EMAIL, CodeRefused, OtpConnector, RateLimited, SmtpMailer
 from federation.broker.flows import LoginFlow
-from federation.errors import InvalidRequest, InvalidState, NotFound
+from federation.errors import InvalidState, NotFound
 from federation.proxy.headers import Forwarded, TrustedProxies
 from federation.registry import Partner
 from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE
-from federation.web.pages import broker_of, hub_of
+from federation.web.pages import broker_of, form_field, hub_of
 from federation.web.templating import render
 
 
@@ -42,8 +42,8 @@ async def send(request: Request) -> Response:
     partner, connector = _otp(request)
     form = await request.form()
     token = csrf.check(request, form)
-    flow = await _flow(request, _field(form, "state"))
-    email = _field(form, "email").strip()
+    flow = await _flow(request, form_field(form, "state"))
+    email = form_field(form, "email").strip()
     hub = hub_of(request)
     if "@" not in email or len(email) > 254:
         message = "Please enter your work email address, like name@company.com."
@@ -68,12 +68,12 @@ async def verify(request: Request) -> Response:
     partner, connector = _otp(request)
     form = await request.form()
     token = csrf.check(request, form)
-    flow = await _flow(request, _field(form, "state"))
-    email = _field(form, "email")
+    flow = await _flow(request, form_field(form, "state"))
+    email = form_field(form, "email")
     hub = hub_of(request)
     try:
         proven = await connector.verify_code(
-            hub.store, flow.id, _field(form, "code"), _source_ip(request)
+            hub.store, flow.id, form_field(form, "code"), _source_ip(request)
         )
     except (CodeRefused, RateLimited) as exc:
         _audit(request, connector, "otp.refused", exc.error, email=email, detail=exc.detail)
@@ -187,13 +187,6 @@ def _code_form(
         message=message,
     )
     return csrf.remember(page, hub_of(request).settings, token)
-
-
-def _field(form: object, name: str) -> str:
-    value = form.get(name) if hasattr(form, "get") else None
-    if not isinstance(value, str):
-        raise InvalidRequest(f"form field {name!r} is missing")
-    return value
 
 
 routes = [

@@ -65,7 +65,9 @@ async def login_page(request: Request) -> Response:
 
 async def login_submit(request: Request) -> Response:
     form = await request.form()
-    attempt = Attempt(_field(form, "rd"), _field(form, "email").strip(), csrf.check(request, form))
+    attempt = Attempt(
+        form_field(form, "rd"), form_field(form, "email").strip(), csrf.check(request, form)
+    )
     realm = broker_of(request).discover(attempt.email)
     if realm is None:
         message = "Please enter your work email address, like name@company.com."
@@ -88,9 +90,9 @@ async def login_submit(request: Request) -> Response:
 
 async def choose_submit(request: Request) -> Response:
     form = await request.form()
-    attempt = Attempt(_field(form, "rd"), _field(form, "email"), csrf.check(request, form))
-    connection_id = _field(form, "connection")
-    realm = broker_of(request).discover(_field(form, "domain"))
+    attempt = Attempt(form_field(form, "rd"), form_field(form, "email"), csrf.check(request, form))
+    connection_id = form_field(form, "connection")
+    realm = broker_of(request).discover(form_field(form, "domain"))
     if realm is None or realm.partner is None or connection_id not in realm.connection_ids:
         raise InvalidRequest(f"connection {connection_id!r} is not offered for this domain")
     return await _start(request, attempt, connection_id)
@@ -223,7 +225,7 @@ def _email_form(
     return csrf.remember(page, hub_of(request).settings, attempt.csrf)
 
 
-def _field(form: object, name: str) -> str:
+def form_field(form: object, name: str) -> str:
     value = form.get(name) if hasattr(form, "get") else None
     if not isinstance(value, str):
         raise InvalidRequest(f"form field {name!r} is missing")
