@@ -852,3 +852,22 @@ async def test_test_connection_of_a_keycloak_realm(idp: FakeOidcProvider) -> Non
     assert report.ok, report.to_dict()
     assert statuses(report)["issuer"] == "ok"
     assert report.test_login_url == f"{BASE}/admin/test-login/corp-kc"
+
+
+async def test_test_connection_of_a_one_time_code_connection(idp: FakeOidcProvider) -> None:
+    """An `otp` connection reports the SMTP server its codes go through."""
+    settings = onboarding_settings("<unused/>")
+    acme = settings.partners[1].model_dump()
+    acme["connections"] = [*acme["connections"], {"type": "otp", "id": "acme-otp"}]
+    partners = (settings.partners[0], type(settings.partners[1])(**acme), settings.partners[2])
+    settings = settings.model_copy(
+        update={"partners": partners, "smtp": settings.smtp.model_copy(update={"port": 2525})}
+    )
+    hub = build_hub(settings, context=ConnectorContext(hub_base_url=BASE, mounts=idp.mounts()))
+    try:
+        report = await onboarding.test_connection(hub, "acme", "acme-otp")
+    finally:
+        await hub.aclose()
+    assert statuses(report)["otp"] == "ok"
+    assert ":2525" in detail(report, "otp")
+    assert report.test_login_url == f"{BASE}/admin/test-login/acme-otp"
