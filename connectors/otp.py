@@ -15,26 +15,24 @@ guesses. Sends are limited per address and sends plus guesses per source IP, in 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
-import smtplib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode
 
 from connectors.base import CallbackRequest, LoginRedirect, LoginRequest
 from connectors.registry import ConnectorContext
-from federation.errors import InvalidState, IsthmusError, UpstreamError
+from federation import ratelimit
+from federation.errors import InvalidState, IsthmusError
 from federation.identity import FederatedIdentity
+from federation.mail import Mailer
 from federation.settings import (
     ConnectionSettings,
     OtpConnectionSettings,
     PartnerSettings,
-    SmtpSettings,
 )
 from federation.stores.base import Store
 
@@ -51,37 +49,6 @@ class CodeRefused(IsthmusError):
 
     error = "invalid_code"
     status = 400
-
-
-class Mailer(Protocol):
-    async def send(self, to: str, subject: str, body: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class SmtpMailer:
-    """Sends through the configured SMTP server; ``smtplib`` runs in a worker thread."""
-
-    settings: SmtpSettings
-
-    async def send(self, to: str, subject: str, body: str) -> None:
-        message = EmailMessage()
-        message["From"] = self.settings.from_address
-        message["To"] = to
-        message["Subject"] = subject
-        message.set_content(body)
-        try:
-            await asyncio.to_thread(self._send, message)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise UpstreamError(f"SMTP {self.settings.host}:{self.settings.port}: {exc}") from exc
-
-    def _send(self, message: EmailMessage) -> None:
-        s = self.settings
-        with smtplib.SMTP(s.host, s.port, timeout=s.timeout) as smtp:
-            if s.starttls:
-                smtp.starttls()
-            if s.username:
-                smtp.login(s.username, s.password or "")
-            smtp.send_message(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,17 +181,9 @@ class OtpConnector:
         return f"otp:code:{self.id}:{flow_id}"
 
     async def _consume(self, store: Store, what: str, limit: int) -> bool:
-        """Claim one of ``limit`` slots in the window; False when all are taken. Each slot
-        is an ``add_once`` key (atomic in every store); a hint remembers where to start."""
+        """Claim one of ``limit`` slots in the window; False when all are taken."""
         window = self.settings.rate_window_seconds
-        key = f"otp:rate:{self.id}:{what}"
-        hint = await store.get(key)
-        start = min(int(hint["n"]), limit) if hint else 0
-        for slot in range(start, limit):
-            if await store.add_once(f"{key}:{slot}", window):
-                await store.put(key, {"n": slot + 1}, window)
-                return True
-        return False
+        return await ratelimit.consume(store, f"otp:rate:{self.id}:{what}", limit, window)
 
 
 def normalize(email: str) -> str:

@@ -81,6 +81,11 @@ grants_app = typer.Typer(
     no_args_is_help=True,
 )
 
+lifecycle_app = typer.Typer(
+    help="Housekeeping: access reviews, inactive accounts' grants, stale sign-up requests.",
+    no_args_is_help=True,
+)
+
 
 def register(app: typer.Typer) -> None:
     """Add the admin commands to the ``isthmus`` app."""
@@ -91,6 +96,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(apps_app, name="apps")
     app.add_typer(tokens_app, name="tokens")
     app.add_typer(grants_app, name="grants")
+    app.add_typer(lifecycle_app, name="lifecycle")
 
 
 # --- running a command against the registry ----------------------------------------------
@@ -1277,3 +1283,23 @@ def grants_revoke(
         _echo_json({"id": grant_id, "revoked": True})
         return
     typer.echo(f"revoked grant {grant_id}")
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+@lifecycle_app.command("run")
+def lifecycle_run(config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """Run every housekeeping job once now (the hub also runs them every interval)."""
+    from federation.admin import lifecycle  # here: the other commands start without it
+
+    async def work(admin: Admin) -> list[str]:
+        return await lifecycle.tick(admin.hub)
+
+    done = run(config, work, as_json=as_json)
+    if as_json:
+        _echo_json({"done": done})
+        return
+    for line in done:
+        typer.echo(line)
+    typer.echo(f"lifecycle: {_plural(len(done), 'change')}")

@@ -90,6 +90,7 @@ class Hub:
     backchannel: BackchannelSender = field(init=False)
     _loaded: bool = False
     _watcher: asyncio.Task[None] | None = None
+    _lifecycle: asyncio.Task[None] | None = None
     _load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -117,6 +118,12 @@ class Hub:
         await self.ready()
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="isthmus-registry-watch")
+        if self._lifecycle is None and self.base_settings.lifecycle.enabled:
+            from federation.admin import lifecycle  # the jobs use the admin service
+
+            self._lifecycle = asyncio.create_task(
+                lifecycle.run_forever(self), name="isthmus-lifecycle"
+            )
 
     async def ready(self) -> None:
         """Seed and load the registry once (the watcher is :meth:`start`'s)."""
@@ -231,11 +238,12 @@ class Hub:
     async def aclose(self) -> None:
         """Release what the hub holds: the registry watcher, back-channel deliveries under
         way and their HTTP pool, connectors' HTTP pools, then the stores."""
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        for task in (self._watcher, self._lifecycle):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watcher = self._lifecycle = None
         await self.backchannel.aclose()
         for _, connector in self._connectors.values():
             if isinstance(connector, ClosableConnector):

@@ -330,6 +330,21 @@ class PendingDomain(Strict):
         return value.lower()
 
 
+class ReviewSettings(Strict):
+    """Access reviews of one partner (docs/lifecycle.md): every ``every_days`` its
+    sponsors get the list of who from the partner used what; access they do not confirm
+    within ``window_days`` lapses."""
+
+    every_days: int = Field(ge=1, le=3650)
+    window_days: int = Field(default=14, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _window_inside_period(self) -> ReviewSettings:
+        if self.window_days > self.every_days:
+            raise ValueError("window_days must not exceed every_days")
+        return self
+
+
 class PartnerSettings(Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     name: str
@@ -341,6 +356,10 @@ class PartnerSettings(Strict):
     connections: tuple[ConnectionSettings, ...] = ()
     # Domains claimed but not yet proven (DNS TXT): they never route a login.
     pending_domains: tuple[PendingDomain, ...] = ()
+    # Periodic access reviews by the sponsors (None: none).
+    review: ReviewSettings | None = None
+    # Its people's grants end after this long without a sign-in (None: lifecycle's value).
+    inactive_after_days: int | None = Field(default=None, ge=1, le=3650)
 
     @field_validator("domains")
     @classmethod
@@ -573,6 +592,63 @@ class SmtpSettings(Strict):
     timeout: float = Field(default=10.0, gt=0, le=60)
 
 
+# Public mailbox providers: an address there proves no company, so no sign-up from them.
+PUBLIC_MAIL_DOMAINS = (
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "icloud.com",
+    "me.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.de",
+    "web.de",
+    "mail.com",
+    "yandex.ru",
+    "orange.fr",
+    "free.fr",
+)
+
+
+class SignupSettings(Strict):
+    """Self-service sign-up (docs/signup.md): a person from an unknown company asks for
+    access and names an internal sponsor, who approves or refuses in the console. Off
+    unless enabled; nothing is granted before approval."""
+
+    enabled: bool = False
+    # Apps a requester may ask for (each must exist); the sponsor may approve fewer.
+    apps: tuple[str, ...] = ()
+    # The kind of partner an approval creates for a company not known yet.
+    partner_kind: PartnerKind = PartnerKind.customer
+    # Sponsors' email domains; empty: the verified domains of the internal partners.
+    sponsor_domains: tuple[str, ...] = ()
+    # Requesters' domains refused outright (public mailbox providers by default).
+    blocked_domains: tuple[str, ...] = PUBLIC_MAIL_DOMAINS
+    # A request nobody decided on is dropped after this many days.
+    request_ttl_days: int = Field(default=14, ge=1, le=365)
+    # The grant an approval makes: this long by default, never longer than the maximum.
+    grant_days: int = Field(default=90, ge=1, le=3650)
+    max_grant_days: int = Field(default=365, ge=1, le=3650)
+
+
+class LifecycleSettings(Strict):
+    """The hub's periodic housekeeping (docs/lifecycle.md): access reviews opened and
+    closed, grants of inactive accounts ended, stale sign-up requests dropped. Every
+    replica runs it; one of them does the work of each interval."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    # A just-in-time account (an identity the hub has seen sign in) loses its grants
+    # after this many days without a sign-in; None: never. Partners may override it.
+    inactive_after_days: int | None = Field(default=90, ge=1, le=3650)
+
+
 class ListenSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -657,6 +733,8 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     dns: DnsSettings = DnsSettings()
     smtp: SmtpSettings = SmtpSettings()
+    signup: SignupSettings = SignupSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     partners: tuple[PartnerSettings, ...] = ()
     clients: tuple[ClientSettings, ...] = ()
     apps: tuple[AppSettings, ...] = ()

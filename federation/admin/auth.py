@@ -6,7 +6,10 @@ Two ways in, both ending as an :class:`~federation.admin.service.Actor`:
 * a hub session (the hub's own login): an identity of an ``internal`` partner with the
   admin role (or group) named in ``admin.admin_role`` is an admin, with
   ``admin.auditor_role`` an auditor; an identity of any partner with
-  ``admin.partner_admin_role`` administers that partner only. Anyone else is nobody here.
+  ``admin.partner_admin_role`` administers that partner only. Any other person of an
+``internal`` partner whose address the IdP verified is a sponsor: the console shows them
+the sign-up requests naming them and the partners they sponsor (grants, access reviews).
+Anyone else is nobody here.
 
 A session counts only while its partner may sign in: suspending a partner also shuts its
 partner admins out.
@@ -60,13 +63,17 @@ def actor_for_identity(hub: Hub, identity: FederatedIdentity) -> Actor | None:
     held = set(identity.roles) | set(identity.groups)
     admin = hub.settings.admin
     who = f"{identity.email or identity.subject} ({partner.id})"
-    if partner.settings.kind is PartnerKind.internal:
+    email = identity.email.lower() if identity.email and identity.email_verified else None
+    internal = partner.settings.kind is PartnerKind.internal
+    if internal:
         if admin.admin_role in held:
-            return Actor(who, Role.admin)
+            return Actor(who, Role.admin, email=email)
         if admin.auditor_role in held:
-            return Actor(who, Role.auditor)
+            return Actor(who, Role.auditor, email=email)
     if admin.partner_admin_role in held:
-        return Actor(who, Role.partner_admin, partner.id)
+        return Actor(who, Role.partner_admin, partner.id, email=email)
+    if internal and email is not None:
+        return Actor(who, Role.sponsor, email=email)
     return None
 
 

@@ -18,11 +18,15 @@ client     :class:`ClientSettings`          ``client_id``
 policy     the policy language (policies/)  the app's id
 api_token  :class:`ApiTokenSpec`            the token's public id
 grant      :class:`GrantSpec`               ``g-`` and a random suffix
+signup     :class:`~.signups.SignupSpec`    ``s-`` and a random suffix
+review     :class:`~.reviews.ReviewSpec`    ``r-<partner>-<YYYYMMDD>``
+lapse      :class:`~.reviews.LapseSpec`     ``l-`` and a digest of the person
 ========== ================================ ===================================
 
 Grants (issue 9) are operational data, like tokens: made and revoked day to day by
 admins (API, console, CLI), they are not exported, and ``isthmus apply --prune`` leaves
 them alone — a registry managed in Git does not wipe the project access granted since.
+Sign-up requests, access reviews and lapses are operational data in the same way.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 import policies
 from federation.admin.documents import Document, Spec
+from federation.admin.reviews import LapseIndex, LapseSpec, ReviewSpec
+from federation.admin.signups import SignupSpec
 from federation.admin.tokens import ApiTokenSpec
 from federation.errors import IsthmusError
 from federation.identity import FederatedIdentity
@@ -151,11 +157,14 @@ MODELS: dict[str, type[BaseModel]] = {
     "client": ClientSettings,
     "api_token": ApiTokenSpec,
     "grant": GrantSpec,
+    "signup": SignupSpec,
+    "review": ReviewSpec,
+    "lapse": LapseSpec,
 }
 ID_FIELDS = {"partner": "id", "app": "id", "client": "client_id"}
 # Ids that name pages of the console (/admin/partners/new is the onboarding wizard).
 RESERVED_IDS = {"partner": frozenset({"new"}), "app": frozenset({"new"})}
-KINDS = ("partner", "app", "client", "policy", "api_token", "grant")
+KINDS = ("partner", "app", "client", "policy", "api_token", "grant", "signup", "review", "lapse")
 # Kinds written to files by `isthmus export` (tokens are secrets' hashes: never exported;
 # grants are day-to-day operations: not exported, never pruned by `apply --prune`).
 EXPORTED_KINDS = ("partner", "app", "client", "policy")
@@ -201,6 +210,7 @@ class Catalog:
     documents: Mapping[tuple[str, str], Document] = field(default_factory=dict)
     tokens: Mapping[str, ApiTokenSpec] = field(default_factory=dict)
     grants: GrantIndex = GrantIndex()
+    lapses: LapseIndex = field(default_factory=LapseIndex)
 
     def spec(self, kind: str, doc_id: str) -> Spec | None:
         found = self.documents.get((kind, doc_id))
@@ -314,6 +324,7 @@ def compile_catalog(
         docs,
         dict(models["api_token"]),
         GrantIndex.of(grants.values()),
+        LapseIndex.of(models["lapse"].values()),
     )
 
 

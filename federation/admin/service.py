@@ -46,7 +46,7 @@ from federation.admin.tokens import Role, new_token
 from federation.audit import AuditQuery
 from federation.errors import IsthmusError, NotFound
 from federation.sessions import SessionSummary, partner_sessions
-from federation.settings import PartnerStatus
+from federation.settings import PartnerSettings, PartnerStatus
 
 if TYPE_CHECKING:
     from federation.hub import Hub
@@ -73,13 +73,24 @@ class Actor:
     name: str
     role: Role
     partner_id: str | None = None
+    # The verified address of a person in a hub session (None for API tokens): what makes
+    # them the sponsor named by a partner or a sign-up request.
+    email: str | None = None
+
+    def sponsors(self, partner: PartnerSettings) -> bool:
+        """True when this person is one of ``partner``'s sponsors."""
+        return self.email is not None and self.email in {s.lower() for s in partner.sponsors}
 
     def can_read(self, kind: str, doc_id: str) -> bool:
         if self.role is Role.partner_admin:
             return kind == "partner" and doc_id == self.partner_id
+        if self.role is Role.sponsor:
+            return False  # sponsors read through their own views (requests, grants, reviews)
         return kind != "api_token" or self.role is Role.admin
 
     def sees_partner(self, partner_id: str) -> bool:
+        if self.role is Role.sponsor:
+            return False
         return self.role is not Role.partner_admin or partner_id == self.partner_id
 
 

@@ -24,6 +24,9 @@ class Role(StrEnum):
     admin = "admin"  # everything
     auditor = "auditor"  # read every document and the audit trail; change nothing
     partner_admin = "partner_admin"  # one partner: its connections, domains, sessions
+    # An internal person (a hub session only, never a token): the sign-up requests that
+    # name them, and the grants and access reviews of the partners they sponsor.
+    sponsor = "sponsor"
 
 
 class ApiTokenSpec(BaseModel):
@@ -39,6 +42,8 @@ class ApiTokenSpec(BaseModel):
 
     @model_validator(mode="after")
     def _partner_for_partner_admins(self) -> ApiTokenSpec:
+        if self.role is Role.sponsor:
+            raise ValueError("sponsors act as themselves, in a hub session: no API token")
         if (self.role is Role.partner_admin) != (self.partner_id is not None):
             raise ValueError("partner_id is required for role partner_admin, and only for it")
         return self

@@ -61,7 +61,8 @@ AUDIT_LIMIT = 1000  # GET /audit answers at most this many events
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
-ALL_ROLES = frozenset(Role)
+# Sponsors use the console (and the endpoints that name them); everyone else, the API.
+ALL_ROLES = frozenset(Role) - {Role.sponsor}
 READERS = frozenset({Role.admin, Role.auditor})
 ADMINS = frozenset({Role.admin})
 PARTNER_WRITERS = frozenset({Role.admin, Role.partner_admin})

@@ -24,7 +24,19 @@ from federation.observability import logging as log_context
 from federation.observability.asgi import Observability, ObservabilityMiddleware
 from federation.proxy.forward import Proxy, ProxyMiddleware
 from federation.settings import Settings
-from federation.web import admin_api, console, errors, forward_auth, pages, provider, upstream
+from federation.web import (
+    admin_api,
+    console,
+    console_grants,
+    console_requests,
+    console_reviews,
+    errors,
+    forward_auth,
+    pages,
+    provider,
+    signup,
+    upstream,
+)
 
 _log = logging.getLogger("isthmus")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -160,5 +172,9 @@ def _routes() -> list[BaseRoute]:
         *provider.routes,
         *admin_api.routes,
         *console.routes,
+        *console_grants.routes,
+        *console_requests.routes,
+        *console_reviews.routes,
+        *signup.routes,
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]

@@ -112,11 +112,11 @@ def _return_url(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
-def _service(request: Request) -> AdminService:
+def service_of(request: Request) -> AdminService:
     return AdminService(hub_of(request))
 
 
-def _show(
+def show(
     request: Request, actor: Actor, template: str, *, status: int = 200, **context: Any
 ) -> Response:
     """Render a console page with the actor, the navigation and a CSRF token."""
@@ -129,6 +129,7 @@ def _show(
         role=_role_label(actor),
         is_admin=actor.role is Role.admin,
         is_partner_admin=actor.role is Role.partner_admin,
+        is_sponsor=actor.role is Role.sponsor,
         csrf=token,
         section=context.pop("section", ""),
         **context,
@@ -142,13 +143,13 @@ def _role_label(actor: Actor) -> str:
     return actor.role.value
 
 
-async def _form(request: Request) -> FormData:
+async def read_form(request: Request) -> FormData:
     form = await request.form()
     csrf.check(request, form)
     return form
 
 
-def _text(form: FormData | Mapping[str, Any], name: str) -> str:
+def text(form: FormData | Mapping[str, Any], name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
 
@@ -157,7 +158,7 @@ def _int(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _require_admin(actor: Actor) -> None:
+def require_admin(actor: Actor) -> None:
     if actor.role is not Role.admin:
         raise Forbidden(f"{actor.name} ({actor.role.value}) may not onboard partners")
 
@@ -170,10 +171,10 @@ CONNECTION_STEPS = frozenset({2, 3})
 def _require_step(actor: Actor, number: int, partner_id: str) -> None:
     if number in CONNECTION_STEPS and actor.partner_id == partner_id:
         return
-    _require_admin(actor)
+    require_admin(actor)
 
 
-def _when(ts: float | int | None) -> str:
+def when(ts: float | int | None) -> str:
     if ts is None:
         return ""
     return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -249,9 +250,9 @@ async def to_console(request: Request) -> Response:
 
 @console_page
 async def partner_list(request: Request, actor: Actor) -> Response:
-    service = _service(request)
-    query = _text(request.query_params, "q").lower()
-    status = _text(request.query_params, "status")
+    service = service_of(request)
+    query = text(request.query_params, "q").lower()
+    status = text(request.query_params, "status")
     rows = []
     for doc in await service.documents(actor, "partner"):
         spec = doc.spec
@@ -277,13 +278,13 @@ async def partner_list(request: Request, actor: Actor) -> Response:
                 live,
             )
         )
-    return _show(
+    return show(
         request,
         actor,
         "partners.html",
         section="partners",
         rows=rows,
-        q=_text(request.query_params, "q"),
+        q=text(request.query_params, "q"),
         status_filter=status,
         statuses=[s.value for s in PartnerStatus],
     )
@@ -399,7 +400,7 @@ def change_row(change: Change) -> ChangeRow:
         keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         what = "changed " + ", ".join(keys) if keys else "no change"
     return ChangeRow(
-        _when(change.at), change.action, change.version, change.actor, what, change.reason
+        when(change.at), change.action, change.version, change.actor, what, change.reason
     )
 
 
@@ -429,7 +430,7 @@ def event_row(record: Mapping[str, Any]) -> EventRow:
         shown = ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
         details.append(f"{key}: {shown}")
     return EventRow(
-        _when(record.get("ts")),
+        when(record.get("ts")),
         str(record.get("event", "")),
         str(record.get("outcome", "")),
         str(record.get("partner", "")),
@@ -448,7 +449,7 @@ async def _partner_page(
     *,
     status: int = 200,
 ) -> Response:
-    service = _service(request)
+    service = service_of(request)
     doc = await service.document(actor, "partner", partner_id)
     view = view or PartnerView()
     spec = doc.spec
@@ -458,8 +459,8 @@ async def _partner_page(
             s.sid,
             f"{s.identity.name or ''} <{s.identity.email or s.identity.subject}>".strip(),
             s.identity.connection_id,
-            _when(s.created_at),
-            _when(s.expires_at),
+            when(s.created_at),
+            when(s.expires_at),
         )
         for s in await service.sessions(actor, partner_id)
     ]
@@ -472,7 +473,7 @@ async def _partner_page(
     manages = is_admin or (actor.role is Role.partner_admin and actor.partner_id == partner_id)
     transitions = sorted(TRANSITIONS[current], key=list(PartnerStatus).index)
     contract = spec.get("contract") or {}
-    return _show(
+    return show(
         request,
         actor,
         "partner.html",
@@ -496,7 +497,7 @@ async def _partner_page(
 @console_page
 async def partner_page(request: Request, actor: Actor) -> Response:
     view = PartnerView()
-    changed = _text(request.query_params, "changed")
+    changed = text(request.query_params, "changed")
     if changed in {s.value for s in PartnerStatus}:
         view.notice = f"The partner is now {changed}."
     return await _partner_page(request, actor, request.path_params["partner_id"], view)
@@ -505,9 +506,9 @@ async def partner_page(request: Request, actor: Actor) -> Response:
 async def _posted(request: Request, actor: Actor) -> tuple[FormData, Document, PartnerView | None]:
     """The form (CSRF checked), the partner as it is now, and a view explaining the
     conflict when the form was rendered from another version of it."""
-    form = await _form(request)
-    doc = await _service(request).document(actor, "partner", request.path_params["partner_id"])
-    seen = _int(_text(form, "version"))
+    form = await read_form(request)
+    doc = await service_of(request).document(actor, "partner", request.path_params["partner_id"])
+    seen = _int(text(form, "version"))
     if seen != doc.version:
         return form, doc, PartnerView(stale=_stale_message(seen, doc.version))
     return form, doc, None
@@ -516,7 +517,7 @@ async def _posted(request: Request, actor: Actor) -> tuple[FormData, Document, P
 @console_page
 async def claim_domain(request: Request, actor: Actor) -> Response:
     form, doc, stale = await _posted(request, actor)
-    domain = _text(form, "domain")
+    domain = text(form, "domain")
     if stale is not None:
         stale.claim_value = domain
         return await _partner_page(request, actor, doc.id, stale, status=409)
@@ -525,7 +526,7 @@ async def claim_domain(request: Request, actor: Actor) -> Response:
         view.errors.add("domain", "Enter a domain name, like example.com.", "Domain")
         return await _partner_page(request, actor, doc.id, view, status=422)
     try:
-        await _service(request).claim_domain(actor, doc.id, domain)
+        await service_of(request).claim_domain(actor, doc.id, domain)
     except InvalidDocuments as exc:
         view.errors = problems_to_errors(exc.problems, lambda p: "domain", {"domain": "Domain"})
         return await _partner_page(request, actor, doc.id, view, status=422)
@@ -541,10 +542,10 @@ async def verify_domain(request: Request, actor: Actor) -> Response:
     form, doc, stale = await _posted(request, actor)
     if stale is not None:
         return await _partner_page(request, actor, doc.id, stale, status=409)
-    domain = _text(form, "domain")
+    domain = text(form, "domain")
     view = PartnerView()
     try:
-        check = await _service(request).verify_domain(actor, doc.id, domain)
+        check = await service_of(request).verify_domain(actor, doc.id, domain)
     except InvalidDocuments as exc:
         view.errors = problems_to_errors(exc.problems, lambda p: None, {})
         return await _partner_page(request, actor, doc.id, view, status=422)
@@ -573,8 +574,8 @@ async def end_session(request: Request, actor: Actor) -> Response:
     form, doc, stale = await _posted(request, actor)
     if stale is not None:
         return await _partner_page(request, actor, doc.id, stale, status=409)
-    sid = _text(form, "sid")
-    ended = await _service(request).end_session(actor, doc.id, sid)
+    sid = text(form, "sid")
+    ended = await service_of(request).end_session(actor, doc.id, sid)
     notice = "The session was ended." if ended else "That session had already ended."
     return await _partner_page(request, actor, doc.id, PartnerView(notice=notice))
 
@@ -585,12 +586,12 @@ async def change_status(request: Request, actor: Actor) -> Response:
     if stale is not None:
         return await _partner_page(request, actor, doc.id, stale, status=409)
     try:
-        target = PartnerStatus(_text(form, "status"))
+        target = PartnerStatus(text(form, "status"))
     except ValueError:
         raise InvalidRequest("unknown partner status") from None
-    if _text(form, "confirm") != "yes":
-        live = len(await _service(request).sessions(actor, doc.id))
-        return _show(
+    if text(form, "confirm") != "yes":
+        live = len(await service_of(request).sessions(actor, doc.id))
+        return show(
             request,
             actor,
             "confirm.html",
@@ -603,7 +604,7 @@ async def change_status(request: Request, actor: Actor) -> Response:
         )
     view = PartnerView()
     try:
-        await _service(request).set_status(actor, doc.id, target, doc.version)
+        await service_of(request).set_status(actor, doc.id, target, doc.version)
     except InvalidDocuments as exc:
         view.errors = problems_to_errors(exc.problems, lambda p: None, {})
         return await _partner_page(request, actor, doc.id, view, status=422)
@@ -635,7 +636,7 @@ def _app_where(spec: Mapping[str, Any]) -> str:
 
 @console_page
 async def app_list(request: Request, actor: Actor) -> Response:
-    service = _service(request)
+    service = service_of(request)
     if actor.role is Role.partner_admin:
         raise Forbidden(f"{actor.name} may not read apps")
     hub = hub_of(request)
@@ -648,7 +649,7 @@ async def app_list(request: Request, actor: Actor) -> Response:
         )
         for d in await service.documents(actor, "app")
     ]
-    return _show(request, actor, "apps.html", section="apps", rows=rows)
+    return show(request, actor, "apps.html", section="apps", rows=rows)
 
 
 @dataclass(frozen=True)
@@ -660,7 +661,7 @@ class MatrixRow:
 
 @console_page
 async def app_page(request: Request, actor: Actor) -> Response:
-    service = _service(request)
+    service = service_of(request)
     app = await service.document(actor, "app", request.path_params["app_id"])
     hub = hub_of(request)
     policy = hub.catalog.policies.policy(app.id)
@@ -673,7 +674,7 @@ async def app_page(request: Request, actor: Actor) -> Response:
         MatrixRow(p.id, p.settings.name, partner_reach(policy, p.settings, now))
         for p in sorted(hub.registry.partners(), key=lambda p: p.settings.name.lower())
     ]
-    return _show(
+    return show(
         request,
         actor,
         "app.html",
@@ -684,7 +685,7 @@ async def app_page(request: Request, actor: Actor) -> Response:
         rows=rows,
         policy_doc=policy_doc,
         policy_yaml=_yaml(policy_doc.spec) if policy_doc else "",
-        now=_when(now.timestamp()),
+        now=when(now.timestamp()),
     )
 
 
@@ -707,7 +708,7 @@ def _epoch(value: str) -> float:
 
 @console_page
 async def audit_page(request: Request, actor: Actor) -> Response:
-    params = {name: _text(request.query_params, name) for name in AUDIT_FILTERS}
+    params = {name: text(request.query_params, name) for name in AUDIT_FILTERS}
     if actor.role is Role.partner_admin:
         params["partner"] = actor.partner_id or ""
     errors = Errors()
@@ -730,10 +731,10 @@ async def audit_page(request: Request, actor: Actor) -> Response:
         until=times["until"],
         limit=AUDIT_LIMIT,
     )
-    events = [] if errors else [event_row(e) for e in await _service(request).audit(actor, query)]
+    events = [] if errors else [event_row(e) for e in await service_of(request).audit(actor, query)]
     chosen = {k: v for k, v in params.items() if v}
     export = "/admin/api/v1/audit/export" + (f"?{urlencode(chosen)}" if chosen else "")
-    return _show(
+    return show(
         request,
         actor,
         "audit.html",
@@ -778,7 +779,7 @@ _STEP4_LABELS = {"apps": "Apps", "template": "Rule", "group": "Group"}
 
 def _show_step(request: Request, actor: Actor, step: Step, *, status: int = 200) -> Response:
     labels = {1: _STEP1_LABELS, 2: _STEP2_LABELS, 4: _STEP4_LABELS}.get(step.number, {})
-    return _show(
+    return show(
         request,
         actor,
         f"wizard_{step.number}.html",
@@ -806,12 +807,12 @@ def _next(partner_id: str, number: int, **extra: str) -> RedirectResponse:
 
 @console_page
 async def wizard_page(request: Request, actor: Actor) -> Response:
-    number = _int(_text(request.query_params, "step")) or 1
-    partner_id = _text(request.query_params, "partner")
+    number = _int(text(request.query_params, "step")) or 1
+    partner_id = text(request.query_params, "partner")
     _require_step(actor, number if partner_id else 1, partner_id)
     if number <= 1 or number > len(STEPS) or not partner_id:
         return _show_step(request, actor, Step(1, values={"kind": "supplier"}))
-    doc = await _service(request).document(actor, "partner", partner_id)
+    doc = await service_of(request).document(actor, "partner", partner_id)
     step = Step(number, doc)
     if number == 2:
         step.values = {"connection_id": f"{doc.id}-idp", "protocol": "oidc"}
@@ -825,14 +826,14 @@ async def wizard_page(request: Request, actor: Actor) -> Response:
 
 @console_page
 async def wizard_submit(request: Request, actor: Actor) -> Response:
-    form = await _form(request)
-    number = _int(_text(form, "step")) or 1
-    _require_step(actor, number, _text(form, "partner"))
+    form = await read_form(request)
+    number = _int(text(form, "step")) or 1
+    _require_step(actor, number, text(form, "partner"))
     if number == 1:
         return await _step1_submit(request, actor, form)
-    doc = await _service(request).document(actor, "partner", _text(form, "partner"))
+    doc = await service_of(request).document(actor, "partner", text(form, "partner"))
     step = Step(number, doc)
-    seen = _int(_text(form, "version"))
+    seen = _int(text(form, "version"))
     if number in (2, 5) and seen != doc.version:
         step.stale = _stale_message(seen, doc.version)
     if number == 2:
@@ -857,7 +858,7 @@ def _step1_field(problem: Problem) -> str | None:
 
 
 async def _step1_submit(request: Request, actor: Actor, form: FormData) -> Response:
-    values = {name: _text(form, name) for name in ("kind", "id", "name", "domains")}
+    values = {name: text(form, name) for name in ("kind", "id", "name", "domains")}
     hub = hub_of(request)
     partner_id = values["id"].lower()
     domains = [d.lower().rstrip(".") for d in _DOMAIN_SPLIT.split(values["domains"]) if d]
@@ -888,7 +889,9 @@ async def _step1_submit(request: Request, actor: Actor, form: FormData) -> Respo
         problems.append(Problem("partner", partner_id, "id", "a partner with this id exists"))
     if not problems:
         try:
-            await _service(request).put(actor, "partner", partner_id, spec, 0, reason="onboarding")
+            await service_of(request).put(
+                actor, "partner", partner_id, spec, 0, reason="onboarding"
+            )
             return _next(partner_id, 2)
         except InvalidDocuments as exc:
             problems = exc.problems
@@ -933,7 +936,7 @@ async def _upload(form: FormData, name: str) -> str:
 async def _step2_submit(request: Request, actor: Actor, form: FormData, step: Step) -> Response:
     assert step.doc is not None
     names = ("connection_id", "protocol", "oidc_url", "client_id", "client_secret", "saml_url")
-    step.values = {name: _text(form, name) for name in names}
+    step.values = {name: text(form, name) for name in names}
     step.values["saml_xml"] = str(form.get("saml_xml") or "").strip()
     if step.stale:
         return await _step2_page(request, actor, step, status=409)
@@ -983,7 +986,7 @@ async def _step2_submit(request: Request, actor: Actor, form: FormData, step: St
     others = [c for c in step.doc.spec.get("connections", ()) if c.get("id") != connection_id]
     spec = {**step.doc.spec, "connections": [*others, report.connection]}
     try:
-        await _service(request).put(
+        await service_of(request).put(
             actor, "partner", step.doc.id, spec, step.doc.version, reason="onboarding: IdP"
         )
     except InvalidDocuments as exc:
@@ -1001,7 +1004,7 @@ async def _step2_submit(request: Request, actor: Actor, form: FormData, step: St
 async def _step3_page(request: Request, actor: Actor, step: Step) -> Response:
     assert step.doc is not None
     ids = [str(c.get("id")) for c in step.doc.spec.get("connections", ())]
-    wanted = _text(request.query_params, "connection")
+    wanted = text(request.query_params, "connection")
     connection_id = wanted if wanted in ids else (ids[-1] if ids else "")
     report = (
         await onboarding.test_connection(hub_of(request), step.doc.id, connection_id)
@@ -1029,7 +1032,7 @@ def _rule_name(partner_id: str, template: str) -> str:
 
 
 async def _app_choices(request: Request, actor: Actor, partner: PartnerSettings) -> list[AppChoice]:
-    service = _service(request)
+    service = service_of(request)
     hub = hub_of(request)
     policies = {d.id: d for d in await service.documents(actor, "policy")}
     now = datetime.fromtimestamp(hub.clock(), UTC)
@@ -1081,8 +1084,8 @@ async def _step4_submit(request: Request, actor: Actor, form: FormData, step: St
     assert step.doc is not None
     partner = PartnerSettings.model_validate(step.doc.spec)
     chosen = [str(v) for v in form.getlist("app") if isinstance(v, str)]
-    template = _text(form, "template")
-    group = _text(form, "group")
+    template = text(form, "template")
+    group = text(form, "group")
     step.values = {"template": template, "group": group}
     step.extra["chosen"] = chosen
     if template not in RULE_TEMPLATES:
@@ -1093,13 +1096,13 @@ async def _step4_submit(request: Request, actor: Actor, form: FormData, step: St
         return await _step4_page(request, actor, step, status=422)
     if not chosen:
         return _next(partner.id, 5)
-    service = _service(request)
+    service = service_of(request)
     entries = []
     stale = []
     for app_id in chosen:
         app = await service.document(actor, "app", app_id)
         current = await hub_of(request).documents.get("policy", app_id)
-        seen = _int(_text(form, f"version-{app_id}"))
+        seen = _int(text(form, f"version-{app_id}"))
         version = current.version if current else 0
         if seen != version:
             stale.append(f"{app_id}: you saw version {seen}, it is now version {version}")
@@ -1142,7 +1145,7 @@ async def _step5_submit(request: Request, actor: Actor, step: Step) -> Response:
     if step.stale:
         return await _step5_page(request, actor, step, status=409)
     try:
-        await _service(request).set_status(
+        await service_of(request).set_status(
             actor, step.doc.id, PartnerStatus.active, step.doc.version, reason="onboarding"
         )
     except InvalidDocuments as exc:

@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from connectors.otp import VERIFIED_EMAIL, CodeRefused, OtpConnector, RateLimited, SmtpMailer
+from connectors.otp import VERIFIED_EMAIL, CodeRefused, OtpConnector, RateLimited
 from federation.broker.flows import LoginFlow
 from federation.errors import InvalidState, NotFound
+from federation.mail import SmtpMailer
 from federation.proxy.headers import Forwarded, TrustedProxies
 from federation.registry import Partner
 from federation.web import csrf

@@ -1,0 +1,7 @@
+"""The public sign-up pages (``/signup``). (Being built — issue 9.)"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+routes: list[BaseRoute] = []
