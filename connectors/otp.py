@@ -11,6 +11,13 @@ Codes: ``code_digits`` digits, valid ``code_ttl_seconds``, stored as a salted HM
 the login flow's id (a code is worth nothing in another flow), compared in constant time,
 taken from the store when used (single use) and burnt after ``max_wrong_codes`` wrong
 guesses. Sends are limited per address and sends plus guesses per source IP, in a window.
+
+Magic links (``magic_link``, on by default): the same mail carries
+``{issuer}/otp/{connection}/link?state=FLOW&t=TOKEN``, a 32-byte random token stored as a
+salted HMAC in the *same* per-flow record as the code. Using either one takes the record,
+so both are spent; a wrong token counts towards burning like a wrong code; same TTL, same
+per-IP limit. :meth:`OtpConnector.check_link` (the page a GET shows) never uses the link
+up — mail scanners prefetch links — only :meth:`OtpConnector.verify_link` (the POST) does.
 """
 
 from __future__ import annotations
@@ -45,10 +52,34 @@ class RateLimited(IsthmusError):
 
 
 class CodeRefused(IsthmusError):
-    """The code is wrong, expired, already used, burnt, or belongs to another flow."""
+    """The code or link is wrong, expired, already used, burnt, or belongs to another
+    flow. ``reason`` is what the audit trail records: ``expired_or_used``, ``wrong`` or
+    ``burnt``."""
 
     error = "invalid_code"
     status = 400
+
+    def __init__(self, detail: str, *, reason: str, email: str | None = None) -> None:
+        super().__init__(detail, public_message=detail)
+        self.reason = reason
+        self.email = email  # whom the code or link was for, when the record was found
+
+
+CODE = "code"
+LINK = "link"
+_SECRET_FIELD = {CODE: "hash", LINK: "link_hash"}
+_WORDS = {
+    CODE: {
+        "spent": "the code has expired or was already used; ask for a new one",
+        "burnt": "too many wrong codes: this one is burnt; ask for a new one",
+        "wrong": "wrong code",
+    },
+    LINK: {
+        "spent": "this sign-in link has expired or was already used; ask for a new code",
+        "burnt": "too many wrong attempts: this sign-in link is burnt; ask for a new code",
+        "wrong": "this sign-in link is not valid; ask for a new code",
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,45 +167,72 @@ class OtpConnector:
             return Sent(email, False, s.code_ttl_seconds)
         code = f"{secrets.randbelow(10**s.code_digits):0{s.code_digits}d}"
         salt = secrets.token_hex(16)
-        record = {
+        record: dict[str, Any] = {
             "email": email,
             "salt": salt,
             "hash": _hash(salt, flow_id, code),
             "wrong": 0,
             "expires_at": self.wall_clock() + s.code_ttl_seconds,
         }
-        await store.put(self._code_key(flow_id), record, s.code_ttl_seconds)
         minutes = max(1, s.code_ttl_seconds // 60)
-        await mailer.send(
-            email,
-            f"Your sign-in code: {code}",
+        body = (
             f"Your one-time sign-in code is {code}.\n\nIt is valid for {minutes} minutes and "
-            "can be used once. If you did not ask for it, ignore this message.\n",
+            "can be used once. If you did not ask for it, ignore this message.\n"
         )
+        if s.magic_link:
+            token = secrets.token_urlsafe(32)
+            record["link_hash"] = _hash(salt, flow_id, f"{LINK}:{token}")
+            body += (
+                "\nOr sign in with this link, in the browser where you asked for the code "
+                f"(it can be used once, instead of the code):\n{self.link_url(flow_id, token)}\n"
+            )
+        await store.put(self._code_key(flow_id), record, s.code_ttl_seconds)
+        await mailer.send(email, f"Your sign-in code: {code}", body)
         return Sent(email, True, s.code_ttl_seconds)
+
+    def link_url(self, flow_id: str, token: str) -> str:
+        query = urlencode({"state": flow_id, "t": token})
+        return f"{self.hub_base_url}/otp/{self.id}/link?{query}"
 
     async def verify_code(self, store: Store, flow_id: str, code: str, source_ip: str) -> str:
         """The address the code was sent to, or :class:`CodeRefused`; a right code is
-        used up, a wrong one counts towards burning it."""
+        used up (and the link with it), a wrong one counts towards burning both."""
+        return await self._prove(store, flow_id, CODE, code.strip(), source_ip, use=True)
+
+    async def check_link(self, store: Store, flow_id: str, token: str, source_ip: str) -> str:
+        """The address a link was mailed to, without using the link up (a GET: mail
+        scanners open links); a wrong token still counts towards burning."""
+        return await self._prove(store, flow_id, LINK, token, source_ip, use=False)
+
+    async def verify_link(self, store: Store, flow_id: str, token: str, source_ip: str) -> str:
+        """Like :meth:`verify_code` for the link's token: used up (and the code with it)."""
+        return await self._prove(store, flow_id, LINK, token, source_ip, use=True)
+
+    async def _prove(
+        self, store: Store, flow_id: str, method: str, secret: str, source_ip: str, *, use: bool
+    ) -> str:
         if not await self._consume(store, f"ip:{source_ip}", self.settings.attempts_per_ip):
             raise RateLimited("too many attempts from this network; try again later")
         key = self._code_key(flow_id)
         record = await store.get(key)
         now = self.wall_clock()
+        words = _WORDS[method]
         if record is None or float(record["expires_at"]) <= now:
-            raise CodeRefused("the code has expired or was already used; ask for a new one")
-        expected = str(record["hash"])
-        given = _hash(str(record["salt"]), flow_id, code.strip())
-        if not hmac.compare_digest(expected, given):
+            raise CodeRefused(words["spent"], reason="expired_or_used")
+        expected = str(record.get(_SECRET_FIELD[method], ""))
+        given = _hash(
+            str(record["salt"]), flow_id, secret if method == CODE else f"{LINK}:{secret}"
+        )
+        if not (expected and hmac.compare_digest(expected, given)):
             wrong = int(record["wrong"]) + 1
             if wrong >= self.settings.max_wrong_codes:
                 await store.delete(key)
-                raise CodeRefused("too many wrong codes: this one is burnt; ask for a new one")
+                raise CodeRefused(words["burnt"], reason="burnt", email=str(record["email"]))
             remaining = float(record["expires_at"]) - now
             await store.put(key, {**record, "wrong": wrong}, remaining)
-            raise CodeRefused("wrong code")
-        if await store.take(key) is None:  # a concurrent request used it first
-            raise CodeRefused("the code has expired or was already used; ask for a new one")
+            raise CodeRefused(words["wrong"], reason="wrong", email=str(record["email"]))
+        if use and await store.take(key) is None:  # a concurrent request used it first
+            raise CodeRefused(words["spent"], reason="expired_or_used")
         return str(record["email"])
 
     def _code_key(self, flow_id: str) -> str:

@@ -303,6 +303,9 @@ class OtpConnectionSettings(Strict):
     sends_per_address: int = Field(default=3, ge=1, le=100)
     attempts_per_ip: int = Field(default=30, ge=1, le=10_000)
     rate_window_seconds: int = Field(default=900, ge=60, le=86_400)
+    # The mail also carries a single-use sign-in link (same record, TTL and limits as the
+    # code; it works only in the browser that started the sign-in).
+    magic_link: bool = True
 
 
 ConnectionSettings = Annotated[

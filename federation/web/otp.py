@@ -8,6 +8,13 @@ nobody which addresses exist; a refused address is audited, no mail is sent.
 ``POST /otp/{id}/verify`` checks the code, records the proven address in the flow and
 sends the browser to the normal callback, which opens the session. Every form carries
 the CSRF token.
+
+The mail also carries a magic link (``magic_link``): ``GET /otp/{id}/link?state=FLOW&t=TOKEN``
+only shows "Continue signing in as …" — it never uses the link up, since mail scanners
+open links — and its button POSTs to ``/otp/{id}/link``, which proves the token and then
+goes on exactly like the code. The link works only in the browser holding the flow's
+cookie: anywhere else the page says where to open it and nobody is signed in (no login
+CSRF). An expired, used or burnt link gets a page with a way to start again.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from connectors.otp import VERIFIED_EMAIL, CodeRefused, OtpConnector, RateLimited
+from connectors.otp import CODE, LINK, VERIFIED_EMAIL, CodeRefused, OtpConnector, RateLimited
 from federation.broker.flows import LoginFlow
 from federation.errors import InvalidState, NotFound
 from federation.mail import SmtpMailer
@@ -77,15 +84,125 @@ async def verify(request: Request) -> Response:
             hub.store, flow.id, form_field(form, "code"), _source_ip(request)
         )
     except (CodeRefused, RateLimited) as exc:
-        _audit(request, connector, "otp.refused", exc.error, email=email, detail=exc.detail)
+        _audit(
+            request,
+            connector,
+            "otp.refused",
+            _reason(exc),
+            email=email,
+            method=CODE,
+            detail=exc.detail,
+        )
         return _code_form(
             request, partner, connector, flow, email, token, status=exc.status, message=exc.detail
         )
-    state = {**flow.connector_state, VERIFIED_EMAIL: proven}
+    return await _proven(request, connector, flow, proven, CODE)
+
+
+async def link_page(request: Request) -> Response:
+    """What the mailed link opens: a button to continue, nothing used up yet."""
+    partner, connector = _otp(request)
+    query = request.query_params
+    flow = await _link_flow(request, connector, query.get("state", ""))
+    if isinstance(flow, Response):
+        return flow
+    token = query.get("t", "")
+    try:
+        email = await connector.check_link(
+            hub_of(request).store, flow.id, token, _source_ip(request)
+        )
+    except (CodeRefused, RateLimited) as exc:
+        return _link_refused(request, connector, exc, flow)
+    csrf_token = csrf.token(request)
+    page = render(
+        request,
+        "otp_link.html",
+        partner=partner,
+        connection_id=connector.id,
+        state=flow.id,
+        token=token,
+        email=email,
+        csrf=csrf_token,
+    )
+    return csrf.remember(page, hub_of(request).settings, csrf_token)
+
+
+async def link_submit(request: Request) -> Response:
+    """The "Continue" button: prove the link's token (using it up), then go on as the code
+    path does."""
+    _, connector = _otp(request)
+    form = await request.form()
+    csrf.check(request, form)
+    flow = await _link_flow(request, connector, form_field(form, "state"))
+    if isinstance(flow, Response):
+        return flow
+    try:
+        proven = await connector.verify_link(
+            hub_of(request).store, flow.id, form_field(form, "t"), _source_ip(request)
+        )
+    except (CodeRefused, RateLimited) as exc:
+        return _link_refused(request, connector, exc, flow)
+    return await _proven(request, connector, flow, proven, LINK)
+
+
+async def _proven(
+    request: Request, connector: OtpConnector, flow: LoginFlow, email: str, method: str
+) -> Response:
+    """Record the proven address in the flow and send the browser to the callback."""
+    state = {**flow.connector_state, VERIFIED_EMAIL: email}
     await broker_of(request).flows.save(replace(flow, connector_state=state))
-    _audit(request, connector, "otp.verified", None, email=proven)
+    _audit(request, connector, "otp.verified", None, email=email, method=method)
     query = urlencode({"state": flow.id})
     return RedirectResponse(f"/callback/{connector.id}?{query}", status_code=303)
+
+
+async def _link_flow(
+    request: Request, connector: OtpConnector, flow_id: str
+) -> LoginFlow | Response:
+    """The link's flow when it is this browser's; else the page that says why not. The
+    token is not looked at before the browser is known to be the right one."""
+    flow = await broker_of(request).flows.get(flow_id)
+    if flow is None:  # finished (the link or code was used), or timed out
+        exc = CodeRefused(
+            "this sign-in link has expired or was already used", reason="expired_or_used"
+        )
+        return _link_refused(request, connector, exc, None)
+    if flow.connection_id != connector.id:
+        raise InvalidState(f"the sign-in was started for {flow.connection_id!r}")
+    cookie = request.cookies.get(FLOW_COOKIE, "")
+    if not cookie or not hmac.compare_digest(cookie, flow.id):
+        _audit(request, connector, "otp.refused", "other_browser", email=None, method=LINK)
+        page = render(
+            request, "otp_link_refused.html", status=403, other_browser=True, retry_url="/login"
+        )
+        return page
+    return flow
+
+
+def _link_refused(
+    request: Request,
+    connector: OtpConnector,
+    exc: CodeRefused | RateLimited,
+    flow: LoginFlow | None,
+) -> Response:
+    email = exc.email if isinstance(exc, CodeRefused) else None
+    _audit(
+        request, connector, "otp.refused", _reason(exc), email=email, method=LINK, detail=exc.detail
+    )
+    # Start again: a new code in the same sign-in while it lasts, else from the beginning.
+    retry = f"/otp/{connector.id}?{urlencode({'state': flow.id})}" if flow else "/login"
+    return render(
+        request,
+        "otp_link_refused.html",
+        status=exc.status,
+        other_browser=False,
+        message=exc.detail,
+        retry_url=retry,
+    )
+
+
+def _reason(exc: CodeRefused | RateLimited) -> str:
+    return exc.reason if isinstance(exc, CodeRefused) else "rate_limited"
 
 
 def _otp(request: Request) -> tuple[Partner, OtpConnector]:
@@ -123,7 +240,8 @@ def _audit(
     event: str,
     reason: str | None,
     *,
-    email: str,
+    email: str | None,
+    method: str | None = None,
     detail: str | None = None,
 ) -> None:
     hub_of(request).audit.emit(
@@ -131,9 +249,10 @@ def _audit(
         outcome="failure" if reason else "success",
         partner=connector.partner_id,
         connection=connector.id,
+        method=method,
         reason=reason,
         detail=detail,
-        email=email.strip().lower(),
+        email=email.strip().lower() if email else None,
         request_id=request.state.request_id,
     )
 
@@ -184,6 +303,7 @@ def _code_form(
         email=email,
         csrf=token,
         digits=connector.settings.code_digits,
+        magic_link=connector.settings.magic_link,
         minutes=max(1, connector.settings.code_ttl_seconds // 60),
         message=message,
     )
@@ -194,4 +314,6 @@ routes = [
     Route("/otp/{connection_id}", email_page, methods=["GET"]),
     Route("/otp/{connection_id}/send", send, methods=["POST"]),
     Route("/otp/{connection_id}/verify", verify, methods=["POST"]),
+    Route("/otp/{connection_id}/link", link_page, methods=["GET"]),
+    Route("/otp/{connection_id}/link", link_submit, methods=["POST"]),
 ]

@@ -93,3 +93,40 @@ def test_an_address_outside_the_domains_gets_the_same_page_and_no_mail(
     page.get_by_role("heading", name="Check your email").wait_for()
     assert "frank@elsewhere.example" in page.locator("#sent").inner_text()
     assert smtp_sink.messages == []
+
+
+def link_for(sink: SmtpSink, to: str) -> str:
+    [message] = sink.to(to)
+    match = re.search(r"(http\S+/otp/acme-otp/link\?\S+)", str(message.get_content()))
+    assert match
+    return match.group(1)
+
+
+def test_sign_in_with_the_mailed_link(page: Any, hub_url: str, smtp_sink: SmtpSink) -> None:
+    ask_for_a_code(page, hub_url, "gina@acme.example")
+    page.goto(link_for(smtp_sink, "gina@acme.example"))  # the mail opened in this browser
+    page.get_by_role("heading", name="Continue signing in as gina@acme.example").wait_for()
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("heading", name="You are signed in").wait_for()
+    assert page.locator("#email").inner_text() == "gina@acme.example"
+    assert page.locator("#partner").inner_text() == "Acme Inc"
+
+
+def test_the_link_in_another_browser_signs_nobody_in(
+    page: Any, browser: Any, hub_url: str, smtp_sink: SmtpSink
+) -> None:
+    ask_for_a_code(page, hub_url, "hal@acme.example")
+    link = link_for(smtp_sink, "hal@acme.example")
+    other = browser.new_context().new_page()
+    try:
+        other.goto(link)
+        other.get_by_role("heading", name="Open this link where you started signing in").wait_for()
+        assert other.get_by_role("button", name="Continue").count() == 0
+        other.goto(f"{hub_url}/")
+        other.get_by_role("heading", name="Welcome to the extranet").wait_for()
+        assert other.get_by_role("heading", name="You are signed in").count() == 0
+    finally:
+        other.context.close()
+    page.goto(link)  # where the sign-in started, it still works
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("heading", name="You are signed in").wait_for()

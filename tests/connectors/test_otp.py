@@ -47,7 +47,7 @@ class Rig:
     clock: Clock
 
 
-def make(**options: int) -> Rig:
+def make(**options: int | bool) -> Rig:
     clock = Clock()
     connection = OtpConnectionSettings(type="otp", id="acme-otp", **options)
     partner = PartnerSettings(
@@ -188,3 +188,114 @@ async def test_a_callback_without_a_proven_address_is_refused(
     rig = make()
     with pytest.raises(InvalidState):
         await rig.connector.handle_callback(CallbackRequest(CALLBACK, {}), flow_state)
+
+
+def mailed_link(outbox: Outbox) -> tuple[str, str]:
+    """The (flow, token) of the link in the last mail."""
+    match = re.search(r"https://hub\.test/otp/acme-otp/link\?\S+", outbox.sent[-1][2])
+    assert match
+    query = parse_qs(urlsplit(match.group(0)).query)
+    return query["state"][0], query["t"][0]
+
+
+async def test_the_mail_carries_a_single_use_link_stored_hashed() -> None:
+    rig = make()
+    await send(rig)
+    flow, token = mailed_link(rig.outbox)
+    assert flow == "flow-1" and len(token) >= 43  # 32 random bytes, urlsafe
+    assert rig.outbox.code() in rig.outbox.sent[-1][1]  # the code is in the subject still
+    record = await rig.store.get("otp:code:acme-otp:flow-1")
+    assert record is not None and token not in str(record)
+
+    assert await rig.connector.verify_link(rig.store, flow, token, "1.2.3.4") == "bob@acme.test"
+    with pytest.raises(CodeRefused, match="already used") as refused:
+        await rig.connector.verify_link(rig.store, flow, token, "1.2.3.4")
+    assert refused.value.reason == "expired_or_used"
+
+
+async def test_checking_a_link_does_not_use_it() -> None:
+    rig = make()
+    await send(rig)
+    _, token = mailed_link(rig.outbox)
+    for _ in range(3):  # a mail scanner, a preview, the person
+        assert await rig.connector.check_link(rig.store, "flow-1", token, "1.2.3.4")
+    assert await rig.connector.verify_link(rig.store, "flow-1", token, "1.2.3.4")
+
+
+async def test_using_the_link_spends_the_code_and_the_code_spends_the_link() -> None:
+    rig = make()
+    await send(rig, flow="f1")
+    _, token = mailed_link(rig.outbox)
+    code = rig.outbox.code()
+    assert await rig.connector.verify_link(rig.store, "f1", token, "1.2.3.4")
+    with pytest.raises(CodeRefused, match="already used"):
+        await rig.connector.verify_code(rig.store, "f1", code, "1.2.3.4")
+
+    await send(rig, flow="f2")
+    _, token = mailed_link(rig.outbox)
+    assert await rig.connector.verify_code(rig.store, "f2", rig.outbox.code(), "1.2.3.4")
+    with pytest.raises(CodeRefused, match="already used"):
+        await rig.connector.check_link(rig.store, "f2", token, "1.2.3.4")
+
+
+async def test_a_link_expires_with_the_code() -> None:
+    rig = make(code_ttl_seconds=120)
+    await send(rig)
+    _, token = mailed_link(rig.outbox)
+    rig.clock.now += 121
+    with pytest.raises(CodeRefused, match="expired"):
+        await rig.connector.check_link(rig.store, "flow-1", token, "1.2.3.4")
+
+
+async def test_a_link_belongs_to_its_flow() -> None:
+    rig = make()
+    await send(rig, flow="flow-1")
+    await send(rig, flow="flow-2")
+    _, token_of_2 = mailed_link(rig.outbox)
+    with pytest.raises(CodeRefused, match="not valid"):
+        await rig.connector.verify_link(rig.store, "flow-1", token_of_2, "1.2.3.4")
+
+
+async def test_wrong_tokens_and_codes_burn_together() -> None:
+    rig = make(max_wrong_codes=3)
+    await send(rig)
+    _, token = mailed_link(rig.outbox)
+    code = rig.outbox.code()
+    wrong_code = f"{(int(code) + 1) % 1_000_000:06d}"
+    reasons = []
+    for attempt in (
+        rig.connector.check_link(rig.store, "flow-1", "x" * 43, "1.2.3.4"),  # a GET counts too
+        rig.connector.verify_code(rig.store, "flow-1", wrong_code, "1.2.3.4"),
+        rig.connector.verify_link(rig.store, "flow-1", token[::-1], "1.2.3.4"),
+    ):
+        with pytest.raises(CodeRefused) as refused:
+            await attempt
+        reasons.append(refused.value.reason)
+        assert refused.value.email == "bob@acme.test"
+    assert reasons == ["wrong", "wrong", "burnt"]
+    with pytest.raises(CodeRefused, match="already used"):
+        await rig.connector.check_link(rig.store, "flow-1", token, "1.2.3.4")
+    with pytest.raises(CodeRefused, match="already used"):
+        await rig.connector.verify_code(rig.store, "flow-1", code, "1.2.3.4")
+
+
+async def test_links_count_against_the_source_ip_limit() -> None:
+    rig = make(attempts_per_ip=3)
+    await send(rig, ip="9.9.9.9")
+    _, token = mailed_link(rig.outbox)
+    assert await rig.connector.check_link(rig.store, "flow-1", token, "9.9.9.9")
+    with pytest.raises(CodeRefused):
+        await rig.connector.verify_link(rig.store, "flow-1", "y" * 43, "9.9.9.9")
+    with pytest.raises(RateLimited, match="network"):  # even the right link, from there
+        await rig.connector.verify_link(rig.store, "flow-1", token, "9.9.9.9")
+    assert await rig.connector.verify_link(rig.store, "flow-1", token, "8.8.8.8")
+
+
+async def test_without_magic_links_the_mail_has_only_the_code() -> None:
+    rig = make(magic_link=False)
+    await send(rig)
+    body = rig.outbox.sent[-1][2]
+    assert "http" not in body and "/link" not in body
+    with pytest.raises(CodeRefused, match="not valid"):
+        await rig.connector.check_link(rig.store, "flow-1", "", "1.2.3.4")
+    assert await rig.connector.verify_code(rig.store, "flow-1", rig.outbox.code(), "1.2.3.4")
