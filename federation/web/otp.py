@@ -190,7 +190,8 @@ def _link_refused(
         request, connector, "otp.refused", _reason(exc), email=email, method=LINK, detail=exc.detail
     )
     # Start again: a new code in the same sign-in while it lasts, else from the beginning.
-    retry = f"/otp/{connector.id}?{urlencode({'state': flow.id})}" if flow else "/login"
+    query = {"state": flow.id, **({"email": email} if email else {})} if flow else None
+    retry = f"/otp/{connector.id}?{urlencode(query)}" if query else "/login"
     return render(
         request,
         "otp_link_refused.html",

@@ -218,6 +218,8 @@ async def test_wrong_tokens_burn_the_link_and_the_code(
         assert refused.status_code == 400 and "not valid" in refused.text
     burnt = await client.post("/otp/acme-otp/link", data={**fields, "t": "B" * 43})
     assert burnt.status_code == 400 and "burnt" in burnt.text
+    state = fields["state"]
+    assert f'href="/otp/acme-otp?state={state}&amp;email=bob%40acme.example"' in burnt.text
     assert [e[2] for e in otp_events(audit_log) if e[0] == "otp.refused"] == [
         "wrong",
         "wrong",
