@@ -7,9 +7,12 @@ Two ways in, both ending as an :class:`~federation.admin.service.Actor`:
   admin role (or group) named in ``admin.admin_role`` is an admin, with
   ``admin.auditor_role`` an auditor; an identity of any partner with
   ``admin.partner_admin_role`` administers that partner only. Any other person of an
-``internal`` partner whose address the IdP verified is a sponsor: the console shows them
-the sign-up requests naming them and the partners they sponsor (grants, access reviews).
-Anyone else is nobody here.
+  ``internal`` partner whose address the IdP verified is a sponsor: the console shows them
+  the sign-up requests naming them and the partners they sponsor (the partners whose
+  ``sponsors`` list their address): a read-only partner page, the partners' grants (made
+  and revoked by them too) and access reviews. Sponsors act in a hub session only — no
+  API token is ever a sponsor — and the admin API answers them on ``/me`` and ``/grants``
+  only. Anyone else is nobody here.
 
 A session counts only while its partner may sign in: suspending a partner also shuts its
 partner admins out.
@@ -73,8 +76,16 @@ def actor_for_identity(hub: Hub, identity: FederatedIdentity) -> Actor | None:
     if admin.partner_admin_role in held:
         return Actor(who, Role.partner_admin, partner.id, email=email)
     if internal and email is not None:
-        return Actor(who, Role.sponsor, email=email)
+        return sponsor(hub, who, email)
     return None
+
+
+def sponsor(hub: Hub, name: str, email: str) -> Actor:
+    """An internal person as a sponsor: the partners naming ``email`` among their sponsors
+    are the ones they read (partner page, grants) and grant for."""
+    actor = Actor(name, Role.sponsor, email=email)
+    sponsored = frozenset(p.id for p in hub.registry.partners() if actor.sponsors(p.settings))
+    return Actor(name, Role.sponsor, email=email, sponsored=sponsored)
 
 
 async def authenticate(hub: Hub, authorization: str | None, session_id: str | None) -> Actor:

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
@@ -63,6 +63,10 @@ TRANSITIONS: Mapping[PartnerStatus, frozenset[PartnerStatus]] = {
     PartnerStatus.offboarded: frozenset(),
 }
 _CUT_OFF = frozenset({PartnerStatus.suspended, PartnerStatus.offboarded})
+# Documents a sponsor reads when their ``partner_id`` is a partner they sponsor.
+SPONSOR_READS_BY_PARTNER = frozenset({"grant"})
+# Who makes and revokes grants: admins (any partner), sponsors (the partners they sponsor).
+GRANTORS = frozenset({Role.admin, Role.sponsor})
 _ATTEMPTS = 8
 
 
@@ -76,21 +80,34 @@ class Actor:
     # The verified address of a person in a hub session (None for API tokens): what makes
     # them the sponsor named by a partner or a sign-up request.
     email: str | None = None
+    # Sponsors: the ids of the partners naming them, as the registry stood when this
+    # request was authenticated (federation.admin.auth). Their reads are scoped by it;
+    # their writes are checked again against the registry of the moment (:meth:`sponsors`).
+    sponsored: frozenset[str] = frozenset()
 
     def sponsors(self, partner: PartnerSettings) -> bool:
         """True when this person is one of ``partner``'s sponsors."""
         return self.email is not None and self.email in {s.lower() for s in partner.sponsors}
 
     def can_read(self, kind: str, doc_id: str) -> bool:
+        """May this actor read document ``kind/doc_id``? (For the kinds a sponsor reads by
+        their partner, see :meth:`can_read_document`.)"""
         if self.role is Role.partner_admin:
             return kind == "partner" and doc_id == self.partner_id
         if self.role is Role.sponsor:
-            return False  # sponsors read through their own views (requests, grants, reviews)
+            # The partners they sponsor (read-only); grants through can_read_document.
+            return kind == "partner" and doc_id in self.sponsored
         return kind != "api_token" or self.role is Role.admin
+
+    def can_read_document(self, kind: str, doc_id: str, spec: Spec) -> bool:
+        """:meth:`can_read`, and for a sponsor the grants of the partners they sponsor."""
+        if self.role is Role.sponsor and kind in SPONSOR_READS_BY_PARTNER:
+            return str(spec.get("partner_id", "")) in self.sponsored
+        return self.can_read(kind, doc_id)
 
     def sees_partner(self, partner_id: str) -> bool:
         if self.role is Role.sponsor:
-            return False
+            return partner_id in self.sponsored
         return self.role is not Role.partner_admin or partner_id == self.partner_id
 
 
@@ -153,27 +170,34 @@ class AdminService:
     async def documents(self, actor: Actor, kind: str) -> list[Document]:
         await self.hub.ready()
         found = await self.hub.documents.documents(kind)
-        return [d for d in found if actor.can_read(d.kind, d.id)]
+        return [d for d in found if actor.can_read_document(d.kind, d.id, d.spec)]
 
     async def document(self, actor: Actor, kind: str, doc_id: str) -> Document:
         await self.hub.ready()
-        if not actor.can_read(kind, doc_id):
+        by_partner = actor.role is Role.sponsor and kind in SPONSOR_READS_BY_PARTNER
+        if not (by_partner or actor.can_read(kind, doc_id)):
             # A partner admin learns nothing of other partners, not even that they exist.
             raise DocumentNotFound(f"{actor.name} may not read {kind}/{doc_id}")
         found = await self.hub.documents.get(kind, doc_id)
         if found is None:
             raise DocumentNotFound(f"no {kind}/{doc_id}")
+        if by_partner and not actor.can_read_document(kind, doc_id, found.spec):
+            raise DocumentNotFound(f"{actor.name} may not read {kind}/{doc_id}")
         return found
 
     async def history(
         self, actor: Actor, *, kind: str | None = None, doc_id: str | None = None, limit: int = 100
     ) -> list[Change]:
+        if actor.role is Role.sponsor:
+            raise Forbidden(f"{actor.name} (sponsor) may not read the registry's history")
         if actor.role is Role.partner_admin:
             kind, doc_id = "partner", actor.partner_id
         changes = await self.hub.documents.history(kind=kind, doc_id=doc_id, limit=limit)
         return [_masked_change(c) for c in changes]
 
     async def audit(self, actor: Actor, query: AuditQuery) -> list[dict[str, Any]]:
+        if actor.role is Role.sponsor:
+            raise Forbidden(f"{actor.name} (sponsor) may not read the audit trail")
         if actor.role is Role.partner_admin:
             # Their own partner's events only, whatever the filter asked.
             query = AuditQuery(**{**_fields(query), "partner": actor.partner_id})
@@ -294,6 +318,7 @@ class AdminService:
         from federation.admin.domains import check_domain
 
         current = await self.document(actor, "partner", partner_id)
+        _require_domain_writer(actor, partner_id)  # before any lookup is made
         name = domain.strip().lower().rstrip(".")
         pending = [p for p in current.spec.get("pending_domains", ()) if p.get("name") == name]
         if not pending:
@@ -336,9 +361,7 @@ class AdminService:
     async def _commit_domain(
         self, actor: Actor, partner_id: str, spec: Spec, version: int, reason: str
     ) -> None:
-        # Domain operations are open to the partner's own admins (the DNS proves the claim).
-        if not (actor.role is Role.admin or actor.partner_id == partner_id):
-            raise Forbidden(f"{actor.name} may not change the domains of {partner_id}")
+        _require_domain_writer(actor, partner_id)
         await self._commit(actor, [Write("partner", partner_id, spec, version)], reason)
 
     # ------------------------------------------------------------------ sessions
@@ -348,7 +371,7 @@ class AdminService:
 
     async def end_session(self, actor: Actor, partner_id: str, sid: str) -> bool:
         await self.document(actor, "partner", partner_id)
-        if actor.role is Role.auditor:
+        if actor.role in (Role.auditor, Role.sponsor):
             raise Forbidden(f"{actor.name} may not end sessions")
         ended = await self.hub.sessions.end_sid(partner_id, sid)
         self.hub.audit.emit(
@@ -393,11 +416,19 @@ class AdminService:
 
     # ------------------------------------------------------------------ grants
     async def grant(self, actor: Actor, spec: Spec, *, reason: str = "") -> Document:
-        """A new time-boxed grant (admins): ``valid_until`` must still be ahead."""
-        _require(actor, Role.admin)
+        """A new time-boxed grant: ``valid_until`` must still be ahead.
+
+        Admins grant for any partner. A sponsor grants for the partners naming them
+        (``sponsors``), for at most ``signup.max_grant_days`` from now, and is always the
+        ``granted_by`` of what they grant.
+        """
         await self.hub.ready()
+        partner_id = str(spec.get("partner_id") or "")
+        self._authorize_grant(actor, partner_id, "create")
         grant_id = f"g-{secrets.token_hex(6)}"
         spec = {"granted_by": actor.name, **spec}
+        if actor.role is not Role.admin:
+            spec["granted_by"] = actor.name  # a sponsor speaks for themselves only
         try:
             model = GrantSpec.model_validate(spec)
         except ValueError:
@@ -408,6 +439,15 @@ class AdminService:
             if model.valid_until <= now:
                 message = f"{model.valid_until.isoformat()} has passed: a grant must end later"
                 problems.append(Problem("grant", grant_id, "valid_until", message))
+            elif actor.role is Role.sponsor:
+                longest = self.hub.settings.signup.max_grant_days
+                latest = now + timedelta(days=longest)
+                if model.valid_until > latest:
+                    message = (
+                        f"a sponsor grants for at most {longest} days: end it on "
+                        f"{latest.date().isoformat()} or earlier (an admin can grant longer)"
+                    )
+                    problems.append(Problem("grant", grant_id, "valid_until", message))
             partner = self.hub.registry.partner(model.partner_id)
             if partner is not None:
                 problems += person_problems(grant_id, model, partner.settings)
@@ -415,13 +455,64 @@ class AdminService:
                 raise InvalidDocuments(problems)
         note = reason or str(spec.get("reason") or "") or "grant"
         await self._commit(actor, [Write("grant", grant_id, spec, 0)], note)
+        self.hub.audit.emit(
+            "admin.grant.create",
+            outcome="success",
+            actor=actor.name,
+            role=actor.role.value,
+            partner=partner_id,
+            id=grant_id,
+            apps=list(spec.get("apps") or ()),
+            email=spec.get("email"),
+            subject=spec.get("subject"),
+            valid_until=str(spec.get("valid_until")),
+            reason=str(spec.get("reason") or "") or None,
+        )
         return await self.document(SYSTEM, "grant", grant_id)
 
     async def revoke_grant(self, actor: Actor, grant_id: str, *, reason: str = "") -> None:
-        """End a grant now (it is deleted; the history keeps it)."""
-        _require(actor, Role.admin)
+        """End a grant now (it is deleted; the history keeps it). A sponsor revokes any
+        grant of a partner they sponsor, whoever made it."""
+        if actor.role not in GRANTORS:
+            self._refuse_grant(actor, "", "revoke", f"{actor.role.value} may not revoke grants")
         current = await self.document(actor, "grant", grant_id)
-        await self.delete(actor, "grant", grant_id, current.version, reason=reason or "revoked")
+        partner_id = str(current.spec.get("partner_id", ""))
+        self._authorize_grant(actor, partner_id, "revoke")
+        write = Write("grant", grant_id, None, current.version)
+        await self._commit(actor, [write], reason or "revoked")
+        self.hub.audit.emit(
+            "admin.grant.revoke",
+            outcome="success",
+            actor=actor.name,
+            role=actor.role.value,
+            partner=partner_id,
+            id=grant_id,
+            apps=list(current.spec.get("apps") or ()),
+            reason=reason or None,
+        )
+
+    def _authorize_grant(self, actor: Actor, partner_id: str, action: str) -> None:
+        """Admins: any partner. Sponsors: a partner naming them now. Anyone else: no."""
+        if actor.role is Role.admin:
+            return
+        if actor.role is Role.sponsor:
+            partner = self.hub.registry.partner(partner_id)
+            if partner is not None and actor.sponsors(partner.settings):
+                return
+            # The same refusal whether the partner exists or not: nothing is learnt.
+            self._refuse_grant(actor, partner_id, action, "not a sponsor of this partner")
+        self._refuse_grant(actor, partner_id, action, f"{actor.role.value} may not {action}")
+
+    def _refuse_grant(self, actor: Actor, partner_id: str, action: str, why: str) -> NoReturn:
+        self.hub.audit.emit(
+            f"admin.grant.{action}",
+            outcome="failure",
+            actor=actor.name,
+            role=actor.role.value,
+            partner=partner_id or None,
+            reason=why,
+        )
+        raise Forbidden(f"{actor.name} ({actor.role.value}) may not {action} grants: {why}")
 
     # ------------------------------------------------------------------ the write path
     def _authorize_write(
@@ -620,6 +711,12 @@ def _only(before: Spec, after: Spec, fields: frozenset[str]) -> bool:
     """True when ``before`` and ``after`` differ in ``fields`` at most."""
     keys = (set(before) | set(after)) - fields
     return all(before.get(k) == after.get(k) for k in keys)
+
+
+def _require_domain_writer(actor: Actor, partner_id: str) -> None:
+    # Domain operations are open to the partner's own admins (the DNS proves the claim).
+    if not (actor.role is Role.admin or actor.partner_id == partner_id):
+        raise Forbidden(f"{actor.name} may not change the domains of {partner_id}")
 
 
 def _require(actor: Actor, role: Role) -> None:

@@ -61,10 +61,14 @@ AUDIT_LIMIT = 1000  # GET /audit answers at most this many events
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
-# Sponsors use the console (and the endpoints that name them); everyone else, the API.
+# Sponsors use the console, and of the API only /me and the grants of the partners they
+# sponsor (in their hub session: no token is a sponsor); everyone else, the API.
 ALL_ROLES = frozenset(Role) - {Role.sponsor}
 READERS = frozenset({Role.admin, Role.auditor})
 ADMINS = frozenset({Role.admin})
+GRANT_READERS = frozenset({Role.admin, Role.auditor, Role.sponsor})
+GRANTORS = frozenset({Role.admin, Role.sponsor})
+ME_ROLES = frozenset(Role)
 PARTNER_WRITERS = frozenset({Role.admin, Role.partner_admin})
 
 
@@ -894,16 +898,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Export the audit trail as JSON lines (the same filters)", "audit",
              media="application/x-ndjson", query=_AUDIT_PARAMS),
     Endpoint("GET", "/grants", "list_grants", list_grants,
-             "List the time-boxed grants (expired ones too)", "grants", READERS,
+             "List the time-boxed grants (expired ones too; a sponsor: the grants of the "
+             "partners they sponsor)", "grants", GRANT_READERS,
              answer=DocumentView, many=True, spec_kind="grant",
              query=(Param("partner", "the grants of one partner"),)),
     Endpoint("POST", "/grants", "create_grant", create_grant,
-             "Grant a person or a whole partner apps until a date", "grants", ADMINS,
+             "Grant a person or a whole partner apps until a date (a sponsor: for a partner "
+             "they sponsor, at most signup.max_grant_days ahead)", "grants", GRANTORS,
              body=GrantCreate, answer=DocumentView, status=201, spec_kind="grant"),
-    Endpoint("GET", "/grants/{id}", "get_grant", get_grant, "Read a grant", "grants", READERS,
-             answer=DocumentView, spec_kind="grant"),
+    Endpoint("GET", "/grants/{id}", "get_grant", get_grant, "Read a grant", "grants",
+             GRANT_READERS, answer=DocumentView, spec_kind="grant"),
     Endpoint("DELETE", "/grants/{id}", "revoke_grant", revoke_grant,
-             "Revoke a grant (it ends now)", "grants", ADMINS, status=204),
+             "Revoke a grant (it ends now)", "grants", GRANTORS, status=204),
     Endpoint("POST", "/tokens", "create_token", create_token,
              "Create an API token (the token is answered once)", "tokens", ADMINS,
              body=TokenCreate, answer=TokenCreated, status=201),
@@ -913,7 +919,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Revoke an API token (every replica within registry.poll_seconds)", "tokens",
              ADMINS, status=204),
     Endpoint("GET", "/me", "me", me, "Who am I (and, for a session, the CSRF token)", "me",
-             answer=MeView),
+             ME_ROLES, answer=MeView),
 )  # fmt: skip
 
 

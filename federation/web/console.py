@@ -3,8 +3,10 @@
 Pages under ``/admin/`` (the JSON API is ``/admin/api/``): the partner list, the
 onboarding wizard, a partner's page, an app's "who can reach what" matrix and the audit
 trail. Every page resolves its actor from the hub session (:func:`authenticate`): nobody
-signed in goes to the login page and comes back; a signed-in person without an admin role
-gets the 403 error page (with its request id). Every form carries the CSRF double-submit
+signed in goes to the login page and comes back; a sponsor (an internal person without an
+admin role) sees the partners they sponsor, read-only, and their grants
+(:mod:`federation.web.console_grants`); anyone else without an admin role gets the 403
+error page (with its request id). Every form carries the CSRF double-submit
 token and the version of the document it was rendered from: a stale version changes
 nothing and the form comes back with the person's input and the conflict explained.
 Validation problems (:class:`InvalidDocuments`) are shown next to their fields and listed
@@ -180,6 +182,16 @@ def when(ts: float | int | None) -> str:
     return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def grant_state(spec: Mapping[str, Any], now: datetime) -> str:
+    """A grant as its grantee lives it at ``now``: active, expired or not yet."""
+    if datetime.fromisoformat(str(spec["valid_until"])) <= now:
+        return "expired"
+    start = spec.get("valid_from")
+    if start and datetime.fromisoformat(str(start)) > now:
+        return "not yet"
+    return "active"
+
+
 @dataclass
 class Errors:
     """Problems by form field (shown next to it) and the summary at the top of the form."""
@@ -278,6 +290,7 @@ async def partner_list(request: Request, actor: Actor) -> Response:
                 live,
             )
         )
+    # A sponsor's list is the partners naming them as a sponsor (AdminService reads).
     return show(
         request,
         actor,
@@ -454,6 +467,7 @@ async def _partner_page(
     view = view or PartnerView()
     spec = doc.spec
     current = PartnerStatus(spec.get("status", PartnerStatus.invited.value))
+    live = await service.sessions(actor, partner_id)
     sessions = [
         SessionRow(
             s.sid,
@@ -462,13 +476,26 @@ async def _partner_page(
             when(s.created_at),
             when(s.expires_at),
         )
-        for s in await service.sessions(actor, partner_id)
+        for s in live
     ]
-    history = [
-        change_row(c)
-        for c in await service.history(actor, kind="partner", doc_id=partner_id, limit=15)
-    ]
-    events = [event_row(e) for e in await service.audit(actor, AuditQuery(partner=partner_id))]
+    sponsor = actor.role is Role.sponsor
+    # A sponsor's page is read-only and narrower: no history, no audit events, and the
+    # live sessions as counts (people, sessions) rather than who.
+    history = (
+        []
+        if sponsor
+        else [
+            change_row(c)
+            for c in await service.history(actor, kind="partner", doc_id=partner_id, limit=15)
+        ]
+    )
+    events = (
+        []
+        if sponsor
+        else [event_row(e) for e in await service.audit(actor, AuditQuery(partner=partner_id))]
+    )
+    people = len({(s.identity.connection_id, s.identity.subject) for s in live})
+    grants = await _grant_counts(request, actor, partner_id)
     is_admin = actor.role is Role.admin
     manages = is_admin or (actor.role is Role.partner_admin and actor.partner_id == partner_id)
     transitions = sorted(TRANSITIONS[current], key=list(PartnerStatus).index)
@@ -491,6 +518,37 @@ async def _partner_page(
         transitions=[(s.value, VERBS[s]) for s in transitions] if is_admin else [],
         manages=manages,
         view=view,
+        people=people,
+        grants=grants,
+    )
+
+
+@dataclass(frozen=True)
+class GrantCounts:
+    """The partner page's Grants section: how many count now, how many are to come, and
+    whether this person may grant for the partner (None: they may not read grants)."""
+
+    active: int
+    upcoming: int
+    expired: int
+    may_grant: bool
+
+
+async def _grant_counts(request: Request, actor: Actor, partner_id: str) -> GrantCounts | None:
+    if actor.role is Role.partner_admin:
+        return None  # grants are for admins, auditors and sponsors
+    now = datetime.fromtimestamp(hub_of(request).clock(), UTC)
+    states = [
+        grant_state(d.spec, now)
+        for d in await service_of(request).documents(actor, "grant")
+        if d.spec.get("partner_id") == partner_id
+    ]
+    partner = hub_of(request).registry.partner(partner_id)
+    may_grant = actor.role is Role.admin or (
+        actor.role is Role.sponsor and partner is not None and actor.sponsors(partner.settings)
+    )
+    return GrantCounts(
+        states.count("active"), states.count("not yet"), states.count("expired"), may_grant
     )
 
 
@@ -637,7 +695,7 @@ def _app_where(spec: Mapping[str, Any]) -> str:
 @console_page
 async def app_list(request: Request, actor: Actor) -> Response:
     service = service_of(request)
-    if actor.role is Role.partner_admin:
+    if actor.role in (Role.partner_admin, Role.sponsor):
         raise Forbidden(f"{actor.name} may not read apps")
     hub = hub_of(request)
     rows = [

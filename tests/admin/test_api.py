@@ -74,8 +74,23 @@ async def test_expired_token_is_401(http: httpx.AsyncClient, hub: Hub) -> None:
 
 
 async def test_signed_in_without_an_admin_role_is_403(as_user: SignIn) -> None:
+    async with as_user("bob@acme.example") as bob:  # a partner's person, no role
+        answer = await bob.get(f"{API}/partners")
+        assert (await bob.get(f"{API}/me")).status_code == 403
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "forbidden"
+
+
+async def test_an_internal_person_without_a_role_is_a_sponsor_kept_off_the_api(
+    as_user: SignIn,
+) -> None:
+    """Sponsors reach /me and the grants endpoints only (tests/admin/test_sponsors.py)."""
     async with as_user("carl@corp.example") as carl:
+        me = await carl.get(f"{API}/me")
+        assert me.status_code == 200
+        assert me.json()["role"] == "sponsor" and me.json()["csrf_token"]
         answer = await carl.get(f"{API}/partners")
+        assert (await carl.get(f"{API}/grants")).json()["items"] == []  # sponsors no one
     assert answer.status_code == 403
     assert answer.json()["error"] == "forbidden"
 

@@ -215,7 +215,10 @@ async def test_grants_keep_their_apps_but_not_the_partners_domains(
     "actor",
     [Actor("audrey", Role.auditor), Actor("alice", Role.partner_admin, "acme")],
 )
-async def test_only_admins_grant_and_revoke(service: AdminService, actor: Actor) -> None:
+async def test_auditors_and_partner_admins_neither_grant_nor_revoke(
+    service: AdminService, actor: Actor
+) -> None:
+    """Admins grant; so do sponsors, for the partners they sponsor (test_sponsors.py)."""
     spec = {"partner_id": "acme", "apps": ["orders"], "valid_until": until(1)}
     with pytest.raises(Forbidden):
         await service.grant(actor, spec)
