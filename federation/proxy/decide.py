@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 import policies
+from federation.admin.reviews import lapse_reason
 from federation.hub import Hub
 from federation.proxy.headers import hub_subject
 from federation.proxy.policyset import PolicySet, load_app_policy
@@ -92,6 +93,16 @@ class Decider:
             verdict = Verdict(Outcome.deny, app, path, reasons, request_id, session, partner)
             why = "partner not found" if partner is None else _inactive_reason(partner, now)
             self._audit(verdict, method, source_ip, (why,))
+            return verdict
+        # A lapse (an access review nobody confirmed) keeps the person out of the app
+        # whatever the policy says, until a sponsor restores it (docs/reviews.md).
+        lapse = self.hub.catalog.lapses.lapse_for(identity, app.id)
+        if lapse is not None:
+            reason = lapse_reason(lapse, app.id)
+            verdict = Verdict(
+                Outcome.deny, app, path, (reason.message,), request_id, session, partner
+            )
+            self._audit(verdict, method, source_ip, (str(reason),))
             return verdict
         grants = self.hub.catalog.grants.for_identity(identity, now)
         decision = self.policies.policy(app.id).decide(

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from federation.admin.reviews import lapse_reason
 from federation.errors import (
     AccessDenied,
     InvalidToken,
@@ -138,12 +139,19 @@ async def authorize(request: Request) -> Response:
             areq.state,
             AccessDenied(f"partner {session.identity.partner_id} inactive"),
         )
+    # An access review nobody confirmed keeps the person out of this client (docs/reviews.md).
+    lapse = pages.hub_of(request).catalog.lapses.lapse_for(session.identity, client.client_id)
+    if lapse is not None:
+        why = lapse_reason(lapse, client.client_id)
+        denied = AccessDenied(str(why), public_message=why.message[0].upper() + why.message[1:])
+        return _authorize_error(request, ctx, client, redirect_uri, areq.state, denied)
     code = await rfc6749.issue_code(ctx, areq, session)
     _audit(
         request,
         "oidc.code_issued",
         client=client.client_id,
         partner=session.identity.partner_id,
+        connection=session.identity.connection_id,
         subject=session.identity.subject,
         email=session.identity.email,
         sid=session.sid,
