@@ -5,7 +5,8 @@ internal sponsor; once they prove their address (a link mailed to it) the reques
 ``signup`` document, ``pending``. The named sponsor — and only them — approves or refuses
 it in the console. Approval extends the partner that owns the address's domain, or
 creates a partner whose domain stays *pending* until its DNS proof passes; a grant for
-the requested apps is made then, and nothing before.
+the requested apps is made then, and nothing before. The flow and its rules:
+:mod:`federation.admin.signup_service`; docs/signup.md.
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class SignupSpec(BaseModel):
     # Set on approval: the partner extended or created, and the grant made.
     partner_id: str | None = None
     grant_id: str | None = None
+    # True when the approval created ``partner_id`` (its domain waits for a DNS proof).
+    partner_created: bool = False
+    # The SHA-256 of the requester's link to the domain step (the link itself is mailed,
+    # never stored; masked in the history and the audit trail like every secret's hash).
+    secret_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # When the requester's domain passed its DNS proof (the partner became active).
+    verified_at: datetime | None = None
 
     @property
     def domain(self) -> str:
