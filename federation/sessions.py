@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from federation.identity import FederatedIdentity
-from federation.stores.base import Store
+from federation.stores.base import Put, SetAdd, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,15 @@ class SessionManager:
         self._clock = clock
         self._on_end = on_end
 
-    async def create(self, identity: FederatedIdentity) -> Session:
+    async def create(
+        self,
+        identity: FederatedIdentity,
+        *,
+        puts: Sequence[Put] = (),
+        adds: Sequence[SetAdd] = (),
+    ) -> Session:
+        """Open a session. ``puts`` and ``adds`` are other writes that belong to the sign-in
+        (the person's account, federation/admin/accounts.py): same round trip."""
         now = int(self._clock())
         session = Session(secrets.token_urlsafe(32), identity, now, now + self._ttl)
         record = {
@@ -75,10 +83,12 @@ class SessionManager:
             puts=[
                 (_key(session.id), record, self._ttl),
                 (_sid_key(session.sid), record, self._ttl),
+                *puts,
             ],
             adds=[
                 (_partner_index(identity.partner_id), hashed, self._ttl),
                 (_subject_index(identity.connection_id, identity.subject), hashed, self._ttl),
+                *adds,
             ],
         )
         return session

@@ -12,7 +12,9 @@ shared store (``add_once``); the one that wins runs every job once:
 
 Every job writes through :class:`~federation.admin.service.AdminService` as the
 ``lifecycle`` actor, so each change is versioned, in the history and in the audit trail.
-``isthmus lifecycle run`` runs one tick from the command line (cron, tests).
+``isthmus lifecycle run`` runs one tick from the command line (cron, tests); with the
+embedded memory store it leaves the accounts job to the hub (that store is the hub
+process's own: a command would see nobody ever sign in).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ JOBS: tuple[tuple[str, Job], ...] = (
     ("accounts", accounts.end_inactive_grants),
 )
 LIFECYCLE = Actor("lifecycle", Role.admin)
+# Jobs that read what only the serving hubs' store holds (who signed in when): run from
+# another process on the embedded memory store, they would see nobody ever sign in.
+SHARED_STORE_JOBS = frozenset({"accounts"})
 _log = logging.getLogger("isthmus.lifecycle")
 
 
@@ -62,15 +67,44 @@ async def tick(
     return done
 
 
-async def run_forever(hub: Hub) -> None:
-    """One tick per interval across all replicas (the first to claim the interval)."""
+def slot_of(moment: float, interval: float) -> int:
+    """The interval a wake-up at ``moment`` belongs to: the nearest boundary, so that a
+    timer firing a little early or late still names the interval it was set for."""
+    return round(moment / interval)
+
+
+async def tick_if_claimed(
+    hub: Hub, slot: int, jobs: Sequence[tuple[str, Job]] = JOBS
+) -> list[str] | None:
+    """Run the tick of interval ``slot`` if this replica is the first to claim it in the
+    shared store; None when another replica (or this one, earlier) already has."""
+    interval = hub.base_settings.lifecycle.interval_seconds
+    if not await hub.store.add_once(f"lifecycle:tick:{slot}", interval * 2):
+        return None
+    return await tick(hub, jobs=jobs)
+
+
+def outside_the_hub(hub: Hub) -> tuple[tuple[tuple[str, Job], ...], tuple[str, ...]]:
+    """The jobs another process (``isthmus lifecycle run``) may run on ``hub``'s settings,
+    and the names of those it must leave to the serving hubs (memory store: not shared)."""
+    if hub.base_settings.store.backend != "memory":
+        return JOBS, ()
+    kept = tuple((name, job) for name, job in JOBS if name not in SHARED_STORE_JOBS)
+    return kept, tuple(name for name, _ in JOBS if name in SHARED_STORE_JOBS)
+
+
+async def run_forever(
+    hub: Hub,
+    jobs: Sequence[tuple[str, Job]] = JOBS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """One tick per interval across all replicas: each wakes at every interval boundary
+    (of ``hub.clock``) and the first to claim the interval runs it."""
     interval = hub.base_settings.lifecycle.interval_seconds
     while True:
-        await asyncio.sleep(max(interval - hub.clock() % interval, 0.05))
-        slot = int(hub.clock() // interval)
+        await sleep(max(interval - hub.clock() % interval, 0.05))
         try:
-            if await hub.store.add_once(f"lifecycle:tick:{slot}", interval * 2):
-                await tick(hub)
+            await tick_if_claimed(hub, slot_of(hub.clock(), interval), jobs)
         except StoreUnavailable as exc:
             _log.warning("lifecycle skipped, store unreachable: %s", exc)
         except Exception:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from connectors.base import CallbackConnector, CallbackRequest, LoginRedirect, LoginRequest
+from federation.admin import accounts
 from federation.broker.binding import BindingReport, bind, explain
 from federation.broker.discovery import Realm, discover
 from federation.broker.flows import FlowStore, LoginFlow
@@ -164,7 +165,10 @@ class Broker:
                 request_id=request_id,
             )
             raise
-        session = await self.hub.sessions.create(identity)
+        # The person's account (last sign-in) is written with the session: one round trip.
+        ttl = accounts.account_ttl(partner.settings, self.hub.base_settings.lifecycle)
+        account = accounts.sign_in_writes(identity, self.hub.clock(), ttl)
+        session = await self.hub.sessions.create(identity, puts=account.puts, adds=account.adds)
         self.hub.audit.emit(
             "login.succeeded",
             partner=identity.partner_id,
