@@ -382,15 +382,30 @@ async def review_lines(
             if until_before is None or grant.valid_until > until_before:
                 line = line.model_copy(update={"grant_until": grant.valid_until})
             lines[key] = line
-    # A line only from a grant by subject names no email: the person's other lines may.
-    emails = {(li.connection_id, li.subject): li.email for li in lines.values() if li.email}
-    found = [
-        li.model_copy(update={"email": emails.get((li.connection_id, li.subject))})
-        if li.email is None and li.subject is not None
-        else li
-        for li in lines.values()
-    ]
+    # A line only from a grant by subject names no email: the person's other lines, or
+    # their latest event in the audit trail (a sign-in), may.
+    emails: dict[tuple[str | None, str | None], str | None] = {
+        (li.connection_id, li.subject): li.email for li in lines.values() if li.email
+    }
+    found = []
+    for line in lines.values():
+        if line.email is None and line.connection_id and line.subject:
+            person = (line.connection_id, line.subject)
+            if person not in emails:
+                emails[person] = await _last_email(hub, partner_id, *person)
+            line = line.model_copy(update={"email": emails[person]})
+        found.append(line)
     return tuple(sorted(found, key=lambda li: (li.who.lower(), li.app)))
+
+
+async def _last_email(hub: Hub, partner_id: str, connection_id: str, subject: str) -> str | None:
+    query = AuditQuery(partner=partner_id, user=subject, limit=50)
+    for record in await hub.audit_log.query(query):
+        if record.get("connection") == connection_id and record.get("subject") == subject:
+            email = record.get("email")
+            if email:
+                return str(email).lower()
+    return None
 
 
 def _personal_grants(hub: Hub, partner_id: str, now: datetime) -> list[GrantSpec]:

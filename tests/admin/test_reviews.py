@@ -298,19 +298,22 @@ async def test_the_console_lets_the_sponsor_confirm_and_refuses_another_person(
 ) -> None:
     await grant(hub, ["orders"], connection_id="acme-mock", subject="bob")
     await grant(hub, ["orders"], connection_id="acme-mock", subject="alice")
-    review_id, _ = await open_acme(hub)
+    async with browser(app, "alice@acme.example") as alice:  # her sign-in names her email
+        assert (await alice.get("/admin/reviews")).status_code == 403
+    review_id, spec = await open_acme(hub)
+    assert [(li.email, li.subject) for li in spec.lines] == [
+        ("alice@acme.example", "alice"), (None, "bob"),
+    ]  # fmt: skip
     page_url = f"/admin/reviews/{review_id}"
     async with browser(app, "carl@corp.example") as carl:
         assert (await carl.get(page_url)).status_code == 403
         listed = await carl.get("/admin/reviews")
         assert listed.status_code == 200 and review_id not in listed.text
-    async with browser(app, "alice@acme.example") as alice:
-        assert (await alice.get("/admin/reviews")).status_code == 403
     async with browser(app, "sam@corp.example") as sam:
         assert review_id in (await sam.get("/admin/reviews")).text
         page = await sam.get(page_url)
         assert page.status_code == 200
-        assert "Confirm alice for orders" in page.text
+        assert "Confirm alice@acme.example for orders" in page.text
         fields = hidden_fields(page.text, "confirm-form")
         forged = await sam.post(f"{page_url}/confirm", data={"line": "1", "what": "selected"})
         assert forged.status_code == 403  # no CSRF token: nothing confirmed
