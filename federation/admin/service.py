@@ -437,7 +437,8 @@ class AdminService:
             problems = []
             now = datetime.fromtimestamp(self.hub.clock(), UTC)
             if model.valid_until <= now:
-                message = f"{model.valid_until.isoformat()} has passed: a grant must end later"
+                ended = model.valid_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+                message = f"{ended} has passed: a grant must end later"
                 problems.append(Problem("grant", grant_id, "valid_until", message))
             elif actor.role is Role.sponsor:
                 longest = self.hub.settings.signup.max_grant_days

@@ -6,7 +6,7 @@ versions and field-level problems. The browser tests (Playwright, Debian's chrom
 drive a served hub with mock partners, a served fake OIDC IdP (the wizard's IdP) and a
 real dnsmasq (domain proofs): list, search and filter, a keyboard-only path, suspension
 ending a session, the onboarding wizard end to end, the matrix, the audit filter, a
-partner admin's narrow view and a non-admin's 403 page.
+partner admin's narrow view, a sponsor's read-only view and a non-admin's 403 page.
 
 ``ISTHMUS_SCREENSHOTS=docs/screenshots`` (a directory, as for the login pages; ``1`` also
 means docs/screenshots) saves the main pages there as ``console-*.png``; unset, nothing is
@@ -80,7 +80,10 @@ def console_settings(issuer: str, dns: DnsSettings | None = None) -> Settings:
                 "initech",
                 "Initech",
                 "internal",
-                [_user("erin", "erin@initech.example", "Erin", roles=["isthmus-admin"])],
+                [
+                    _user("erin", "erin@initech.example", "Erin", roles=["isthmus-admin"]),
+                    _user("ian", "ian@initech.example", "Ian"),  # no role: a sponsor
+                ],
             ),
             _partner(
                 "acme",
@@ -90,6 +93,7 @@ def console_settings(issuer: str, dns: DnsSettings | None = None) -> Settings:
                     _user("alice", "alice@acme.example", "Alice", groups=["buyers"]),
                     _user("bob", "bob@acme.example", "Bob", roles=["partner-admin"]),
                 ],
+                sponsors=["ian@initech.example"],
             ),
             _partner(
                 "globex",
@@ -177,7 +181,7 @@ async def test_the_login_brings_an_admin_back_to_the_console(client: httpx.Async
 
 
 async def test_someone_without_an_admin_role_gets_the_403_page(client: httpx.AsyncClient) -> None:
-    await sign_in(client, "alice@acme.example", "alice")
+    await sign_in(client, "alice@acme.example", "alice")  # a partner's person: no sponsor
     for path in ("/admin/", "/admin/apps/orders", "/admin/audit"):
         page = await client.get(path, headers={"Accept": "text/html"})
         assert page.status_code == 403
@@ -185,6 +189,25 @@ async def test_someone_without_an_admin_role_gets_the_403_page(client: httpx.Asy
         assert "no administrator role" in page.text
         request_id = page.headers["x-request-id"]
         assert f'<code id="request-id">{request_id}</code>' in page.text
+
+
+async def test_an_internal_person_without_a_role_gets_a_sponsors_console(
+    client: httpx.AsyncClient,
+) -> None:
+    """An internal person with no admin role used to get 403 here: now they are a sponsor
+    and see the partners naming them, read-only (tests/admin/test_sponsors.py)."""
+    await sign_in(client, "ian@initech.example", "ian")
+    listing = await client.get("/admin/")
+    assert listing.status_code == 200
+    assert 'id="actor-role">sponsor<' in listing.text
+    assert re.findall(r'<tr id="partner-([a-z]+)">', listing.text) == ["acme"]
+    page = await client.get("/admin/partners/acme")
+    assert page.status_code == 200
+    assert 'id="status-suspended"' not in page.text and 'id="claim-form"' not in page.text
+    assert 'id="grant-access"' in page.text
+    for path, status in (("/admin/partners/globex", 404), ("/admin/apps", 403),
+                         ("/admin/audit", 403), ("/admin/partners/new", 403)):  # fmt: skip
+        assert (await client.get(path)).status_code == status, path
 
 
 async def test_a_form_without_its_csrf_token_changes_nothing(client: httpx.AsyncClient) -> None:
@@ -618,6 +641,21 @@ def test_a_partner_admin_sees_their_partner_only(page: Any, hub_url: str) -> Non
     assert page.locator("#partners tbody tr").count() == 1
     nav = page.get_by_role("navigation", name="Admin console")
     assert nav.get_by_role("link").all_inner_texts()[:2] == ["Partners", "Audit trail"]
+    response = page.goto(f"{hub_url}/admin/partners/globex")
+    assert response is not None and response.status == 404
+
+
+@pytest.mark.browser
+def test_a_sponsor_sees_the_partners_they_sponsor_read_only(page: Any, hub_url: str) -> None:
+    browser_sign_in(page, f"{hub_url}/admin/", "ian@initech.example", "Ian")
+    assert page.locator("#actor-role").inner_text() == "sponsor"
+    assert page.locator("#partners tbody tr").count() == 1
+    nav = page.get_by_role("navigation", name="Admin console")
+    assert nav.get_by_role("link").all_inner_texts()[:2] == ["Partners", "Grants"]
+    page.get_by_role("link", name="ACME Supplies").click()
+    page.get_by_role("heading", name="Grants", level=2).wait_for()
+    assert page.get_by_role("button").count() == 0  # read-only: nothing to press
+    assert page.get_by_role("heading", name="Recent changes").count() == 0
     response = page.goto(f"{hub_url}/admin/partners/globex")
     assert response is not None and response.status == 404
 
