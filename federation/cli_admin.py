@@ -1290,16 +1290,27 @@ def grants_revoke(
 
 @lifecycle_app.command("run")
 def lifecycle_run(config: ConfigOpt, as_json: JsonOpt = False) -> None:
-    """Run every housekeeping job once now (the hub also runs them every interval)."""
+    """Run every housekeeping job once now (the hub also runs them every interval).
+
+    With the embedded memory store the sign-ins live in the hub's own process: the
+    accounts job is left to the hub (``lifecycle.enabled``) and said so on stderr.
+    """
     from federation.admin import lifecycle  # here: the other commands start without it
 
-    async def work(admin: Admin) -> list[str]:
-        return await lifecycle.tick(admin.hub)
+    async def work(admin: Admin) -> tuple[list[str], tuple[str, ...]]:
+        jobs, left = lifecycle.outside_the_hub(admin.hub)
+        return await lifecycle.tick(admin.hub, jobs=jobs), left
 
-    done = run(config, work, as_json=as_json)
+    done, left = run(config, work, as_json=as_json)
     if as_json:
-        _echo_json({"done": done})
+        _echo_json({"done": done, "left_to_the_hub": list(left)})
         return
+    for name in left:
+        typer.echo(
+            f"{name}: left to the hub — store.backend is memory, so the sign-ins it reads "
+            "are in the hub's process only",
+            err=True,
+        )
     for line in done:
         typer.echo(line)
     typer.echo(f"lifecycle: {_plural(len(done), 'change')}")
