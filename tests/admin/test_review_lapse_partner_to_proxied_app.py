@@ -2,7 +2,7 @@
 forward-auth → the lifecycle opens the partner's access review and mails its sponsor (a
 real SMTP server) → the sponsor confirms one person in the console → the window ends →
 the unconfirmed person is refused with ``access_lapsed`` and told why, the confirmed one
-still gets in → the audit trail tells the whole story.
+still gets in → the sponsor restores them → the audit trail tells the whole story.
 """
 
 from __future__ import annotations
@@ -103,6 +103,17 @@ async def test_unconfirmed_access_lapses_at_the_end_of_the_review_window(
         assert "This review is closed." in closed.text
         assert "Restore bob@acme.example for orders" in closed.text
 
+        # The sponsor restores bob: the policy decides again.
+        restore = re.search(r'<li id="lapsed-\d+">(.*?)</li>', closed.text, re.S)
+        assert restore
+        restored = await sam.post(
+            f"/admin/reviews/{review_id}/restore", data=hidden_fields(restore.group(1)),
+            follow_redirects=True,
+        )  # fmt: skip
+        assert "Access restored: orders." in restored.text
+        assert "Restore bob@acme.example" not in restored.text
+        assert (await forward_auth(app, cookies["bob"])).status_code == 200
+
     # The audit trail (the searchable log an auditor reads) tells the story.
     await hub.audit.flush()
     trail = await hub.audit_log.query(AuditQuery(partner="acme", limit=1000))
@@ -114,6 +125,7 @@ async def test_unconfirmed_access_lapses_at_the_end_of_the_review_window(
         ("review.confirmed", "alice@acme.example"),
         ("access.lapsed", "bob@acme.example"),
         ("review.closed", None),
+        ("access.restored", "bob@acme.example"),
     ]
     confirmed_by = next(e for e in trail if e["event"] == "review.confirmed")["actor"]
     assert confirmed_by == "sam@corp.example (corp)"
