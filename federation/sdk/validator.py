@@ -4,15 +4,15 @@ fast, with the hub's own rules (invariant 2).
 The hot path does not go through ``jwt.decode``: the compact JWS is split here, its header
 segment looked up in a small cache (the hub signs with a handful of keys, so there are a
 handful of distinct headers), the signature checked by the ``cryptography`` key object
-prepared per key, the payload base64url-decoded and parsed once, and the claims compared
-plainly. Nothing is cached per token; everything that can be is cached per key.
+prepared per key, the payload base64url-decoded and parsed once (``_codec``: the standard
+library, or pybase64 + orjson with the ``sdk-speedups`` extra), the claims compared
+plainly, and :class:`HubClaims` a lazy view of them. Nothing is cached per token;
+everything that can be is cached per key.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from cryptography.exceptions import InvalidSignature
 
+from federation.sdk import _codec
 from federation.sdk._keys import SUPPORTED, BoundKey, Verifier, bind_all
 
 __all__ = [
@@ -37,12 +38,8 @@ __all__ = [
 
 MAX_LEEWAY = 300.0
 _HEADER_CACHE_SIZE = 64
-_B64_TABLE = bytes.maketrans(b"-_", b"+/")
-_PAD = (b"", b"", b"==", b"=")  # by len % 4 (1 is malformed: caught by a2b_base64)
 _NUMBER = (int, float)
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _setattr = object.__setattr__
-a2b_base64 = binascii.a2b_base64
 _TYPS = {"at+jwt": "at+jwt", "jwt": "jwt", "JWT": "jwt", "logout+jwt": "logout+jwt"}
 LOGOUT_TYP = "logout+jwt"
 
@@ -61,67 +58,110 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
 class HubClaims:
-    """What the hub says about the caller. ``raw`` holds every claim, read-only."""
+    """What the hub says about the caller: typed, read-only views of the token's claims.
 
-    subject: str
-    issuer: str
-    audience: tuple[str, ...]
-    partner_id: str | None
-    partner_kind: str | None
-    groups: tuple[str, ...]
-    roles: tuple[str, ...]
-    acr: str | None
-    amr: tuple[str, ...]
-    email: str | None
-    name: str | None
-    sid: str | None
-    expires_at: float | None
-    raw: Mapping[str, Any]
+    Built on every validation, so it holds only the claims; each field reads them when
+    asked (``groups`` and ``roles`` as tuples of strings, whatever the token carried).
+    ``raw`` holds every claim, read-only.
+    """
+
+    __slots__ = ("_claims",)
+    _claims: dict[str, Any]
+
+    def __init__(self, claims: Mapping[str, Any]) -> None:
+        _setattr(self, "_claims", dict(claims))
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> HubClaims:
-        get = claims.get
-        aud = get("aud")
-        exp = get("exp")
-        partner = get("partner_id", get("partner"))  # tokens: partner_id; assertion: partner
-        kind, acr, email, name, sid = (
-            get("partner_kind"),
-            get("acr"),
-            get("email"),
-            get("name"),
-            get("sid"),
-        )
         made = object.__new__(cls)
-        # The fields set without fourteen object.__setattr__ calls: same result as __init__.
-        _setattr(
-            made,
-            "__dict__",
-            {
-                "subject": get("sub"),
-                "issuer": get("iss"),
-                "audience": (aud,) if aud.__class__ is str else _strs(aud),
-                "partner_id": partner if partner.__class__ is str else None,
-                "partner_kind": kind if kind.__class__ is str else None,
-                "groups": _strs(get("groups")),
-                "roles": _strs(get("roles")),
-                "acr": acr if acr.__class__ is str else None,
-                "amr": _strs(get("amr")),
-                "email": email if email.__class__ is str else None,
-                "name": name if name.__class__ is str else None,
-                "sid": sid if sid.__class__ is str else None,
-                "expires_at": exp if exp.__class__ in _NUMBER else None,
-                "raw": MappingProxyType(claims if claims.__class__ is dict else dict(claims)),
-            },
-        )
+        # Validated claims are a fresh dict nobody else holds: no copy on the hot path.
+        _setattr(made, "_claims", claims if claims.__class__ is dict else dict(claims))
         return made
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("HubClaims is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HubClaims) and other._claims == self._claims
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"HubClaims(subject={self.subject!r}, partner_id={self.partner_id!r}, "
+            f"audience={self.audience!r}, groups={self.groups!r}, roles={self.roles!r})"
+        )
+
+    @property
+    def raw(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._claims)
+
+    @property
+    def subject(self) -> str:
+        return _str(self._claims.get("sub")) or ""
+
+    @property
+    def issuer(self) -> str:
+        return _str(self._claims.get("iss")) or ""
+
+    @property
+    def audience(self) -> tuple[str, ...]:
+        aud = self._claims.get("aud")
+        return (aud,) if aud.__class__ is str else _strs(aud)
+
+    @property
+    def partner_id(self) -> str | None:
+        # Tokens carry partner_id; the proxy's assertion, partner.
+        claims = self._claims
+        return _str(claims["partner_id"] if "partner_id" in claims else claims.get("partner"))
+
+    @property
+    def partner_kind(self) -> str | None:
+        return _str(self._claims.get("partner_kind"))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return _strs(self._claims.get("groups"))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return _strs(self._claims.get("roles"))
+
+    @property
+    def acr(self) -> str | None:
+        return _str(self._claims.get("acr"))
+
+    @property
+    def amr(self) -> tuple[str, ...]:
+        return _strs(self._claims.get("amr"))
+
+    @property
+    def email(self) -> str | None:
+        return _str(self._claims.get("email"))
+
+    @property
+    def name(self) -> str | None:
+        return _str(self._claims.get("name"))
+
+    @property
+    def sid(self) -> str | None:
+        return _str(self._claims.get("sid"))
+
+    @property
+    def expires_at(self) -> float | None:
+        exp = self._claims.get("exp")
+        return exp if exp.__class__ in _NUMBER else None
 
     def has_group(self, group: str) -> bool:
         return group in self.groups
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _strs(value: object) -> tuple[str, ...]:
@@ -161,27 +201,24 @@ class _Header:
     verifiers: tuple[Verifier, ...]
 
 
+# No token matches it: "\uffff" is not base64url (and such a token is refused as non-ASCII).
+_NO_HEADER = ("\uffff", _Header("", None, ()))
+
+
 class _NeedKeys(Exception):
     pass
 
 
-def _b64decode(segment: str) -> bytes:
-    raw = segment.encode("ascii").translate(_B64_TABLE)
-    return binascii.a2b_base64(raw + _PAD[len(raw) & 3], strict_mode=True)
+class _NotJws(Exception):
+    """Not a compact JWS (not exactly two dots): an opaque token, for introspection."""
 
 
 def _json_object(segment: str, what: str) -> dict[str, Any]:
     try:
-        text = _b64decode(segment).decode("utf-8")
-        try:
-            # The C scanner json.loads uses, without its encoding sniffing and whitespace
-            # regular expressions (the hub's JSON has no whitespace around it).
-            value, end = _SCAN(text, 0)
-        except StopIteration:
-            end = -1
-        if end != len(text):
-            value = json.loads(text)
-    except (ValueError, binascii.Error):
+        if not _codec.url_safe(segment):
+            raise ValueError("base64, not base64url")
+        value = _codec.CODEC.parse(_codec.CODEC.decode(segment.encode("ascii")))
+    except ValueError:
         raise InvalidToken("malformed", f"the {what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise InvalidToken("malformed", f"the {what} is not a JSON object")
@@ -244,6 +281,7 @@ class TokenValidator:
         self._keys: dict[str | None, BoundKey] = {}
         self._anonymous: list[BoundKey] = []  # keys without a kid
         self._headers: dict[str, _Header] = {}
+        self._last_header: tuple[str, _Header] = _NO_HEADER
         self._fetched_at: float | None = None
         self._refreshed_at: float | None = None
         self._loaded = False
@@ -259,15 +297,16 @@ class TokenValidator:
         self, token: str, *, audience: str | None = None, typ: str | None = None
     ) -> HubClaims:
         """A JWT of the hub (or, with introspection configured, an opaque token)."""
-        if token.count(".") == 2:
-            try:
-                claims = self._verify(token, audience, typ, self.required_claims, refresh=True)
-            except _NeedKeys:
-                self._refresh()
-                claims = self._verify(token, audience, typ, self.required_claims, refresh=False)
-        else:
+        try:
+            claims = self._verify(token, audience, typ, self.required_claims, refresh=True)
+        except _NeedKeys:
+            self._refresh()
+            claims = self._verify(token, audience, typ, self.required_claims, refresh=False)
+        except _NotJws:
             claims = self._introspect(token, audience)
-        return HubClaims.from_claims(claims)
+        made = object.__new__(HubClaims)
+        _setattr(made, "_claims", claims)
+        return made
 
     async def avalidate(
         self, token: str, *, audience: str | None = None, typ: str | None = None
@@ -291,24 +330,24 @@ class TokenValidator:
     def _claims(
         self, token: str, audience: str | None, typ: str | None, required: Sequence[str]
     ) -> dict[str, Any]:
-        if token.count(".") != 2:
-            return self._introspect(token, audience)
         try:
             return self._verify(token, audience, typ, required, refresh=True)
         except _NeedKeys:
             self._refresh()
             return self._verify(token, audience, typ, required, refresh=False)
+        except _NotJws:
+            return self._introspect(token, audience)
 
     async def _aclaims(
         self, token: str, audience: str | None, typ: str | None, required: Sequence[str]
     ) -> dict[str, Any]:
-        if token.count(".") != 2:
-            return await self._aintrospect(token, audience)
         try:
             return self._verify(token, audience, typ, required, refresh=True)
         except _NeedKeys:
             await self._arefresh()
             return self._verify(token, audience, typ, required, refresh=False)
+        except _NotJws:
+            return await self._aintrospect(token, audience)
 
     def _verify(
         self,
@@ -319,22 +358,34 @@ class TokenValidator:
         *,
         refresh: bool,
     ) -> dict[str, Any]:
-        head, body, sig = token.split(".")
-        header = self._headers.get(head)
-        if header is None:
-            header = self._header(head, refresh)
+        # The compact serialization (RFC 7515 §7.1) cut at its two dots, in bytes: the
+        # signing input is a view of the token, no segment is copied twice.
+        first = token.find(".")
+        last = token.rfind(".")
+        if first == last or token.find(".", first + 1, last) != -1:
+            raise _NotJws
+        # Most tokens share the last header seen (one signing key): a prefix comparison
+        # finds it without slicing and hashing the segment.
+        last_head, header = self._last_header
+        if first != len(last_head) or not token.startswith(last_head):
+            head = token[:first]
+            found = self._headers.get(head)
+            header = found if found is not None else self._header(head, refresh)
+            self._last_header = (head, header)
         if typ is None:
             if header.typ == LOGOUT_TYP:
                 raise InvalidToken("wrong_type", "a logout token is not a credential")
         elif header.typ != (_TYPS.get(typ) or _typ(typ)):
             raise InvalidToken("wrong_type", f"expected typ {typ!r}, got {header.typ!r}")
+        codec = _codec.CODEC
         try:
+            if "+" in token or "/" in token:  # _codec.url_safe, inline on the hot path
+                raise ValueError("base64, not base64url")
             raw = token.encode("ascii")
-            sig_b = sig.encode("ascii").translate(_B64_TABLE)
-            signature = a2b_base64(sig_b + _PAD[len(sig_b) & 3], strict_mode=True)
-        except (ValueError, binascii.Error):
+            signature = codec.decode(raw[last + 1 :])
+        except ValueError:
             raise InvalidToken("malformed", "the signature is not base64url") from None
-        signed = memoryview(raw)[: len(head) + 1 + len(body)]
+        signed = memoryview(raw)[:last]
         for verify in header.verifiers:
             try:
                 verify(signed, signature)
@@ -343,7 +394,12 @@ class TokenValidator:
                 continue
         else:
             raise InvalidToken("bad_signature", "signature verification failed")
-        claims = _json_object(body, "payload")
+        try:
+            claims = codec.parse(codec.decode(raw[first + 1 : last]))
+        except ValueError:
+            raise InvalidToken("malformed", "the payload is not base64url JSON") from None
+        if claims.__class__ is not dict:
+            raise InvalidToken("malformed", "the payload is not a JSON object")
         self._check(claims, audience, required)
         return claims
 
@@ -431,6 +487,7 @@ class TokenValidator:
         self._keys = {k.kid: k for k in bound if k.kid is not None}
         self._anonymous = [k for k in bound if k.kid is None]
         self._headers = {}
+        self._last_header = _NO_HEADER
         self._loaded = True
 
     def _refresh_due(self) -> bool:

@@ -282,3 +282,20 @@ def test_sdk_imports_nothing_of_the_server() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_base64_alphabet_and_non_finite_numbers_refused(
+    env: Env, validator: TokenValidator
+) -> None:
+    """RFC 7515 uses base64url only: "+" or "/" anywhere is refused, not decoded; and a
+    claim of NaN (which compares false to every time) never reaches the exp check."""
+    token = mint(env.hub)
+    head, body, sig = token.split(".")
+    std = sig.replace("-", "+").replace("_", "/")
+    if std == sig:  # no 62/63 sextets in this signature: force one
+        std = "+" + sig[1:]
+    assert reason(validator, f"{head}.{body}.{std}") == "malformed"
+    assert reason(validator, f"{head}.{body.replace('-', '+')}x+.{sig}") == "malformed"
+    for constant in ("nan", "inf", "-inf"):
+        signed = mint(env.hub, exp=float(constant))  # signed by the hub's own key
+        assert reason(validator, signed) == "malformed"
