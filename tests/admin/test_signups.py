@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from connectors.mock import MockConnector
@@ -23,7 +24,10 @@ from federation.admin.tokens import Role
 from federation.audit import Audit
 from federation.hub import Hub, build_hub
 from federation.settings import PartnerStatus
-from tests.admin.support import api_settings, make_hub
+from federation.web.app import create_app
+from tests.admin.support import api_settings, make_hub, sign_in_as
+from tests.broker.test_mock_partner_to_hub_session import hidden_fields
+from tests.peers.smtp import SmtpSink
 
 START = 1_900_000_000.0
 CARL = Actor("carl@corp.example (corp)", Role.sponsor, email="carl@corp.example")
@@ -403,3 +407,94 @@ async def test_refusal_closes_the_request_and_grants_nothing(
     assert kinds(hub) == before
     assert "not approved" in mail.to("zoe@newco.example")[-1]
     assert [e["signup"] for e in events if e["event"] == "signup.refused"] == [signup_id]
+
+
+# ---------------------------------------------------------------------- the pages
+
+
+def page_hub(smtp: SmtpSink, events: list[dict[str, Any]], **signup: Any) -> Hub:
+    settings = api_settings(
+        smtp={"host": smtp.host, "port": smtp.port},
+        signup={"enabled": True, "apps": ["orders"], **signup},
+    )
+    return make_hub(settings, events)
+
+
+def client(hub: Hub) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(hub=hub))
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080")
+
+
+def form(page: str, **fields: Any) -> dict[str, Any]:
+    base = {"name": "Zoe", "email": "zoe@newco.example", "company": "NewCo",
+            "sponsor": "carl@corp.example", "apps": ["orders"], "message": ""}  # fmt: skip
+    return {**hidden_fields(page), **base, **fields}
+
+
+async def test_sign_up_is_a_404_unless_enabled(events: list[dict[str, Any]]) -> None:
+    async with client(make_hub(api_settings(), events)) as http:
+        for path in ("/signup", "/signup/confirm?t=x", "/signup/s-1/domain?t=x"):
+            assert (await http.get(path)).status_code == 404
+        assert (await http.post("/signup", data={})).status_code == 404
+
+
+async def test_the_form_shows_its_problems_and_refuses_a_post_without_its_token(
+    smtp_sink: SmtpSink, events: list[dict[str, Any]]
+) -> None:
+    async with client(page_hub(smtp_sink, events)) as http:
+        page = await http.get("/signup")
+        bad = await http.post("/signup", data=form(page.text, email="zoe@gmail.com", apps=[]))
+        assert bad.status_code == 400
+        assert 'id="f-email-error"' in bad.text and 'id="f-apps-error"' in bad.text
+        assert 'value="zoe@gmail.com"' in bad.text
+        forged = await http.post("/signup", data={**form(page.text), "csrf": "x" * 43})
+        assert forged.status_code == 403
+    assert smtp_sink.messages == []
+
+
+async def test_rate_limits_per_address_say_nothing_and_per_ip_say_429(
+    smtp_sink: SmtpSink, events: list[dict[str, Any]]
+) -> None:
+    async with client(page_hub(smtp_sink, events)) as http:
+        page = await http.get("/signup")
+        pages = [await http.post("/signup", data=form(page.text)) for _ in range(4)]
+        assert [p.status_code for p in pages] == [200] * 4
+        assert all("Check your email" in p.text for p in pages)
+        assert len(smtp_sink.to("zoe@newco.example")) == 3  # the fourth: no mail
+        refused = [e for e in events if e["event"] == "signup.refused"]
+        assert [e["reason"] for e in refused] == ["rate_limited_address"]
+        for n in range(6):
+            await http.post("/signup", data=form(page.text, email=f"p{n}@newco.example"))
+        over = await http.post("/signup", data=form(page.text, email="last@newco.example"))
+        assert over.status_code == 429 and "Too many requests" in over.text
+        assert smtp_sink.to("last@newco.example") == []
+
+
+async def test_the_console_shows_a_decided_request_as_it_is_now(
+    smtp_sink: SmtpSink, events: list[dict[str, Any]]
+) -> None:
+    hub = page_hub(smtp_sink, events)
+    async with client(hub) as zoe, client(hub) as carl:
+        page = await zoe.get("/signup")
+        await zoe.post("/signup", data=form(page.text))
+        [mail_] = smtp_sink.to("zoe@newco.example")
+        link = re.search(r"/signup/confirm\?t=\S+", str(mail_.get_content()))
+        assert link
+        confirm = await zoe.get(link.group(0))
+        await zoe.post("/signup/confirm", data=hidden_fields(confirm.text))
+        [doc] = await AdminService(hub).documents(SYSTEM, "signup")
+
+        await sign_in_as(carl, "carl@corp.example")
+        shown = await carl.get(f"/admin/requests/{doc.id}")
+        assert shown.status_code == 200 and 'id="approve-form"' in shown.text
+        refuse = await carl.post(
+            f"/admin/requests/{doc.id}/refuse", data={**hidden_fields(shown.text), "note": "no"}
+        )
+        assert refuse.status_code == 303
+        again = await carl.post(
+            f"/admin/requests/{doc.id}/approve",
+            data={**hidden_fields(shown.text), "apps": ["orders"], "until": "2099-01-01"},
+        )
+        assert again.status_code == 409 and "decided meanwhile" in again.text
+        assert 'id="approve-form"' not in again.text
+        assert (await carl.get("/signup/" + doc.id + "/domain?t=x")).status_code == 404
