@@ -31,11 +31,10 @@ from connectors.otp import CODE, LINK, VERIFIED_EMAIL, CodeRefused, OtpConnector
 from federation.broker.flows import LoginFlow
 from federation.errors import InvalidState, NotFound
 from federation.mail import SmtpMailer
-from federation.proxy.headers import Forwarded, TrustedProxies
 from federation.registry import Partner
 from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE
-from federation.web.pages import broker_of, form_field, hub_of
+from federation.web.pages import broker_of, form_field, hub_of, source_ip
 from federation.web.templating import render
 
 
@@ -58,7 +57,7 @@ async def send(request: Request) -> Response:
         return _email_form(request, partner, connector, flow, email, status=400, message=message)
     try:
         sent = await connector.send_code(
-            hub.store, SmtpMailer(hub.settings.smtp), flow.id, email, _source_ip(request)
+            hub.store, SmtpMailer(hub.settings.smtp), flow.id, email, source_ip(request)
         )
     except RateLimited as exc:
         _audit(request, connector, "otp.refused", "rate_limited", email=email, detail=exc.detail)
@@ -81,7 +80,7 @@ async def verify(request: Request) -> Response:
     hub = hub_of(request)
     try:
         proven = await connector.verify_code(
-            hub.store, flow.id, form_field(form, "code"), _source_ip(request)
+            hub.store, flow.id, form_field(form, "code"), source_ip(request)
         )
     except (CodeRefused, RateLimited) as exc:
         _audit(
@@ -109,7 +108,7 @@ async def link_page(request: Request) -> Response:
     token = query.get("t", "")
     try:
         email = await connector.check_link(
-            hub_of(request).store, flow.id, token, _source_ip(request)
+            hub_of(request).store, flow.id, token, source_ip(request)
         )
     except (CodeRefused, RateLimited) as exc:
         return _link_refused(request, connector, exc, flow)
@@ -138,7 +137,7 @@ async def link_submit(request: Request) -> Response:
         return flow
     try:
         proven = await connector.verify_link(
-            hub_of(request).store, flow.id, form_field(form, "t"), _source_ip(request)
+            hub_of(request).store, flow.id, form_field(form, "t"), source_ip(request)
         )
     except (CodeRefused, RateLimited) as exc:
         return _link_refused(request, connector, exc, flow)
@@ -225,14 +224,6 @@ async def _flow(request: Request, flow_id: str) -> LoginFlow:
     if flow.connection_id != request.path_params["connection_id"]:
         raise InvalidState(f"the sign-in was started for {flow.connection_id!r}")
     return flow
-
-
-def _source_ip(request: Request) -> str:
-    hub = hub_of(request)
-    peer = request.client.host if request.client else "unknown"
-    trusted = TrustedProxies(hub.settings.trusted_proxies)
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-    return Forwarded.of(headers, peer, request.url.scheme, request.url.netloc, trusted).client_ip
 
 
 def _audit(

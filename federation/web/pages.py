@@ -17,6 +17,7 @@ from federation.broker.flows import FLOW_TTL
 from federation.broker.login import Broker
 from federation.errors import InvalidRequest, IsthmusError, NotFound
 from federation.hub import Hub
+from federation.proxy.headers import Forwarded, TrustedProxies
 from federation.sessions import Session
 from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
@@ -223,6 +224,16 @@ def _email_form(
 ) -> Response:
     page = render(request, "login.html", status=status, attempt=attempt, message=message)
     return csrf.remember(page, hub_of(request).settings, attempt.csrf)
+
+
+def source_ip(request: Request) -> str:
+    """The browser's address: X-Forwarded-For/Forwarded honoured only from trusted_proxies
+    (rate limits count per source IP)."""
+    hub = hub_of(request)
+    peer = request.client.host if request.client else "unknown"
+    trusted = TrustedProxies(hub.settings.trusted_proxies)
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    return Forwarded.of(headers, peer, request.url.scheme, request.url.netloc, trusted).client_ip
 
 
 def form_field(form: object, name: str) -> str:

@@ -28,8 +28,7 @@ from federation.errors import IsthmusError, NotFound, UpstreamError
 from federation.hub import Hub
 from federation.mail import SmtpMailer
 from federation.web import csrf
-from federation.web.otp import _source_ip as source_ip
-from federation.web.pages import hub_of
+from federation.web.pages import hub_of, source_ip
 from federation.web.templating import render
 
 # Requests per source IP, and per requester's address, in RATE_WINDOW seconds.
