@@ -51,8 +51,7 @@ from federation.audit import AuditQuery
 from federation.errors import InvalidRequest
 from federation.settings import PartnerKind, PartnerSettings, PartnerStatus
 from federation.web import csrf
-from federation.web.pages import hub_of, login_redirect
-from federation.web.templating import render
+from federation.web.pages import form_page, hub_of, login_redirect
 from policies.reach import Reach, partner_reach
 from policies.rules import Rule
 
@@ -122,8 +121,7 @@ def show(
     request: Request, actor: Actor, template: str, *, status: int = 200, **context: Any
 ) -> Response:
     """Render a console page with the actor, the navigation and a CSRF token."""
-    token = csrf.token(request)
-    page = render(
+    return form_page(
         request,
         f"console/{template}",
         status=status,
@@ -132,11 +130,9 @@ def show(
         is_admin=actor.role is Role.admin,
         is_partner_admin=actor.role is Role.partner_admin,
         is_sponsor=actor.role is Role.sponsor,
-        csrf=token,
         section=context.pop("section", ""),
         **context,
     )
-    return csrf.remember(page, hub_of(request).settings, token)
 
 
 def _role_label(actor: Actor) -> str:

@@ -34,7 +34,7 @@ from federation.mail import SmtpMailer
 from federation.registry import Partner
 from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE
-from federation.web.pages import broker_of, form_field, hub_of, source_ip
+from federation.web.pages import broker_of, form_field, form_page, hub_of, source_ip
 from federation.web.templating import render
 
 
@@ -112,8 +112,7 @@ async def link_page(request: Request) -> Response:
         )
     except (CodeRefused, RateLimited) as exc:
         return _link_refused(request, connector, exc, flow)
-    csrf_token = csrf.token(request)
-    page = render(
+    return form_page(
         request,
         "otp_link.html",
         partner=partner,
@@ -121,9 +120,7 @@ async def link_page(request: Request) -> Response:
         state=flow.id,
         token=token,
         email=email,
-        csrf=csrf_token,
     )
-    return csrf.remember(page, hub_of(request).settings, csrf_token)
 
 
 async def link_submit(request: Request) -> Response:
@@ -259,8 +256,7 @@ def _email_form(
     status: int = 200,
     message: str | None = None,
 ) -> Response:
-    token = csrf.token(request)
-    page = render(
+    return form_page(
         request,
         "otp_email.html",
         status=status,
@@ -268,10 +264,8 @@ def _email_form(
         connection_id=connector.id,
         state=flow.id,
         email=email,
-        csrf=token,
         message=message,
     )
-    return csrf.remember(page, hub_of(request).settings, token)
 
 
 def _code_form(
@@ -285,21 +279,20 @@ def _code_form(
     status: int = 200,
     message: str | None = None,
 ) -> Response:
-    page = render(
+    return form_page(
         request,
         "otp_code.html",
+        csrf_token=token,
         status=status,
         partner=partner,
         connection_id=connector.id,
         state=flow.id,
         email=email,
-        csrf=token,
         digits=connector.settings.code_digits,
         magic_link=connector.settings.magic_link,
         minutes=max(1, connector.settings.code_ttl_seconds // 60),
         message=message,
     )
-    return csrf.remember(page, hub_of(request).settings, token)
 
 
 routes = [

@@ -116,10 +116,15 @@ async def _continue(request: Request, attempt: Attempt, realm: Realm) -> Respons
         (c.id, c.display_name or f"{realm.partner.settings.name} — {c.id}")
         for c in realm.partner.settings.connections
     ]
-    page = render(
-        request, "choose.html", attempt=attempt, realm=realm, options=options, partner=realm.partner
+    return form_page(
+        request,
+        "choose.html",
+        csrf_token=attempt.csrf,
+        attempt=attempt,
+        realm=realm,
+        options=options,
+        partner=realm.partner,
     )
-    return csrf.remember(page, hub_of(request).settings, attempt.csrf)
 
 
 async def _start(request: Request, attempt: Attempt, connection_id: str) -> Response:
@@ -133,9 +138,7 @@ async def _start(request: Request, attempt: Attempt, connection_id: str) -> Resp
 
 async def logout_page(request: Request) -> Response:
     session = await current_session(request)
-    token = csrf.token(request)
-    response = render(request, "logout.html", session=session, csrf=token)
-    return csrf.remember(response, hub_of(request).settings, token)
+    return form_page(request, "logout.html", session=session)
 
 
 async def logout_submit(request: Request) -> Response:
@@ -212,6 +215,21 @@ async def mock_idp(request: Request) -> Response:
     )
 
 
+def form_page(
+    request: Request,
+    template: str,
+    *,
+    csrf_token: str | None = None,
+    status: int = 200,
+    **context: object,
+) -> Response:
+    """A page carrying a form: rendered with its CSRF token (``csrf_token``, or this
+    browser's), which the response also sets as the double-submit cookie."""
+    token = csrf_token or csrf.token(request)
+    page = render(request, template, status=status, csrf=token, **context)
+    return csrf.remember(page, hub_of(request).settings, token)
+
+
 def browser_to(request: Request, target: LoginRedirect) -> Response:
     """A redirect, or for a POST binding a form that the browser submits to ``target``."""
     if target.form is None:
@@ -222,8 +240,14 @@ def browser_to(request: Request, target: LoginRedirect) -> Response:
 def _email_form(
     request: Request, attempt: Attempt, *, status: int = 200, message: str | None = None
 ) -> Response:
-    page = render(request, "login.html", status=status, attempt=attempt, message=message)
-    return csrf.remember(page, hub_of(request).settings, attempt.csrf)
+    return form_page(
+        request,
+        "login.html",
+        csrf_token=attempt.csrf,
+        status=status,
+        attempt=attempt,
+        message=message,
+    )
 
 
 def source_ip(request: Request) -> str:

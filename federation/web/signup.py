@@ -28,8 +28,7 @@ from federation.errors import IsthmusError, NotFound, UpstreamError
 from federation.hub import Hub
 from federation.mail import SmtpMailer
 from federation.web import csrf
-from federation.web.pages import hub_of, source_ip
-from federation.web.templating import render
+from federation.web.pages import form_page, hub_of, source_ip
 
 # Requests per source IP, and per requester's address, in RATE_WINDOW seconds.
 PER_IP = 10
@@ -61,12 +60,6 @@ def _text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _page(request: Request, template: str, *, status: int = 200, **context: object) -> Response:
-    token = csrf.token(request)
-    page = render(request, template, status=status, csrf=token, **context)
-    return csrf.remember(page, hub_of(request).settings, token)
-
-
 def _form(
     request: Request,
     hub: Hub,
@@ -77,7 +70,7 @@ def _form(
     message: str | None = None,
 ) -> Response:
     apps = hub.settings.signup.apps
-    return _page(
+    return form_page(
         request,
         "signup_form.html",
         status=status,
@@ -88,7 +81,7 @@ def _form(
     )
 
 
-async def form_page(request: Request) -> Response:
+async def signup_page(request: Request) -> Response:
     return _form(request, _enabled(request))
 
 
@@ -121,7 +114,7 @@ async def submit(request: Request) -> Response:
         _audit(hub, request, None, None, ask.email, source_ip=ip)
     else:  # the same page: it says nothing about the address
         _audit(hub, request, "signup.refused", "rate_limited_address", ask.email, source_ip=ip)
-    return _page(request, "signup_sent.html", email=ask.email)
+    return form_page(request, "signup_sent.html", email=ask.email)
 
 
 def _audit(
@@ -142,7 +135,7 @@ async def confirm_page(request: Request) -> Response:
     token = request.query_params.get("t", "")
     ask = await signup_service.pending_ask(hub, token)
     names = signup_service.app_names(hub, ask.apps)
-    return _page(request, "signup_confirm.html", ask=ask, token=token, app_names=names)
+    return form_page(request, "signup_confirm.html", ask=ask, token=token, app_names=names)
 
 
 async def confirm(request: Request) -> Response:
@@ -153,7 +146,7 @@ async def confirm(request: Request) -> Response:
         doc = await signup_service.confirm(AdminService(hub), _text(form, "t"), _mailer(hub))
     except UpstreamError as exc:
         raise MailFailed(exc.detail) from exc
-    return _page(request, "signup_done.html", sponsor=doc.spec["sponsor"])
+    return form_page(request, "signup_done.html", sponsor=doc.spec["sponsor"])
 
 
 async def domain_page(request: Request) -> Response:
@@ -192,13 +185,13 @@ def _domain(
     status: int = 200,
     message: str | None = None,
 ) -> Response:
-    return _page(
+    return form_page(
         request, "signup_domain.html", status=status, step=step, token=token, message=message
     )
 
 
 routes: list[BaseRoute] = [
-    Route("/signup", form_page, methods=["GET"]),
+    Route("/signup", signup_page, methods=["GET"]),
     Route("/signup", submit, methods=["POST"]),
     Route("/signup/confirm", confirm_page, methods=["GET"]),
     Route("/signup/confirm", confirm, methods=["POST"]),
