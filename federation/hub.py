@@ -185,7 +185,9 @@ class Hub:
             if not writes:
                 break
             try:
-                await self.documents.apply(writes, actor="settings-file", reason="seed")
+                await self.documents.apply(
+                    writes, actor="settings-file", reason="seed", now=self.clock()
+                )
                 break
             except VersionConflict:
                 continue

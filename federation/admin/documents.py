@@ -145,6 +145,7 @@ class DocumentStore(Protocol):
         actor: str,
         reason: str = "",
         expected_revision: int | None = None,
+        now: float | None = None,
     ) -> list[Change]:
         """All of ``writes`` or none (:class:`VersionConflict` lists every stale one).
 
@@ -153,6 +154,7 @@ class DocumentStore(Protocol):
         ``expected_revision``, nothing is written unless the store is still at that
         revision (:class:`RevisionMoved`): the caller validated the whole registry at that
         revision, and cross-document rules (a domain owned once) must hold after the write.
+        ``now`` stamps the changes (the hub's clock; default: the wall clock).
         """
 
     async def revision(self) -> int:
@@ -216,8 +218,9 @@ class SqliteDocumentStore:
         actor: str,
         reason: str = "",
         expected_revision: int | None = None,
+        now: float | None = None,
     ) -> list[Change]:
-        now = time.time()
+        now = time.time() if now is None else now
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -273,8 +273,9 @@ class RedisDocumentStore:
         actor: str,
         reason: str = "",
         expected_revision: int | None = None,
+        now: float | None = None,
     ) -> list[Change]:
-        now = time.time()
+        now = time.time() if now is None else now
         keys = [self._key("revision"), self._key("changes"), self._key("kinds")]
         args: list[str | int] = [
             "" if expected_revision is None else expected_revision,

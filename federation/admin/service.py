@@ -552,7 +552,11 @@ class AdminService:
             compile_catalog(self.hub.base_settings, candidate.values(), revision)
             try:
                 changes = await docs.apply(
-                    writes, actor=actor.name, reason=reason, expected_revision=revision
+                    writes,
+                    actor=actor.name,
+                    reason=reason,
+                    expected_revision=revision,
+                    now=self.hub.clock(),
                 )
             except RevisionMoved:
                 continue  # someone else wrote meanwhile: check again against theirs

@@ -231,10 +231,11 @@ class YieldingStore:
         actor: str,
         reason: str = "",
         expected_revision: int | None = None,
+        now: float | None = None,
     ) -> list[Change]:
         await asyncio.sleep(0)
         return await self.inner.apply(
-            writes, actor=actor, reason=reason, expected_revision=expected_revision
+            writes, actor=actor, reason=reason, expected_revision=expected_revision, now=now
         )
 
     async def revision(self) -> int:

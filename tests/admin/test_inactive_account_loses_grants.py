@@ -3,16 +3,14 @@
 People sign in through the hub (mock connection), hold grants, time passes on the hub's
 clock, the lifecycle ticks: the grants of whoever has not signed in for
 ``inactive_after_days`` end, and forward-auth refuses them saying their access ended.
-The registry stamps documents with the wall clock (``time.time`` in
-federation/admin/documents.py): the tests give it the hub's fake clock too, so that a
-grant made "80 days later" is 80 days younger.
+The registry stamps documents with the hub's clock, so a grant made "80 days later" is
+80 days younger.
 """
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -20,7 +18,7 @@ import pytest
 import yaml
 from starlette.applications import Starlette
 
-from federation.admin import documents, lifecycle
+from federation.admin import lifecycle
 from federation.admin.service import SYSTEM, AdminService
 from federation.hub import Hub
 from federation.web.app import create_app
@@ -47,12 +45,9 @@ def _app(app_id: str) -> dict[str, Any]:
 class Hubs:
     """A hub on a clock that starts now, its app, and what the tests do with them."""
 
-    def __init__(
-        self, events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, **overrides: Any
-    ) -> None:
+    def __init__(self, events: list[dict[str, Any]], **overrides: Any) -> None:
         settings = api_settings(apps=[_app("orders"), _app("billing")], **overrides)
         self.clock = FakeClock(time.time())
-        monkeypatch.setattr(documents, "time", SimpleNamespace(time=self.clock))
         self.hub: Hub = make_hub(settings, events)
         self.hub.clock = self.clock
         self.app: Starlette = create_app(hub=self.hub)
@@ -103,8 +98,8 @@ class Hubs:
 
 
 @pytest.fixture
-def hubs(events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Hubs:
-    return Hubs(events, monkeypatch)  # lifecycle.inactive_after_days: 90 (the default)
+def hubs(events: list[dict[str, Any]]) -> Hubs:
+    return Hubs(events)  # lifecycle.inactive_after_days: 90 (the default)
 
 
 async def test_a_person_who_stops_signing_in_loses_the_grant_and_is_told(hubs: Hubs) -> None:
@@ -211,10 +206,8 @@ async def test_a_partner_sets_its_own_threshold(hubs: Hubs) -> None:
     await hubs.hub.aclose()
 
 
-async def test_no_threshold_means_never(
-    events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hubs = Hubs(events, monkeypatch, lifecycle={"inactive_after_days": None})
+async def test_no_threshold_means_never(events: list[dict[str, Any]]) -> None:
+    hubs = Hubs(events, lifecycle={"inactive_after_days": None})
     await hubs.grant(connection_id="acme-mock", subject="bob")
     await hubs.grant(email="alice@acme.example")
     hubs.later(2000)
