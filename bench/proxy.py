@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -122,6 +123,8 @@ def serve_hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = N
     )
     session = asyncio.run(hub.sessions.create(identity))
     print(f"COOKIE {session.id}", flush=True)
+    gc.collect()  # as `isthmus serve` does (federation/observability/shutdown.py)
+    gc.freeze()
     uvicorn.run(
         create_app(hub=hub),
         host="127.0.0.1",
