@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -149,7 +150,13 @@ class OtpConnector:
         return hmac.new(key, normalize(email).encode(), hashlib.sha256).hexdigest()
 
     def allowed(self, email: str) -> bool:
-        local, at, domain = normalize(email).rpartition("@")
+        """One plain address in one of the partner's domains. Anything a mail header reads
+        as more than one recipient (``evil@x.com,bob@acme.test``) is refused: the code
+        would go to every one of them, the first of which proves nothing."""
+        address = normalize(email)
+        if not _ADDRESS.fullmatch(address):
+            return False
+        local, at, domain = address.rpartition("@")
         return bool(at and local and domain in self.domains)
 
     async def send_code(
@@ -242,6 +249,10 @@ class OtpConnector:
         """Claim one of ``limit`` slots in the window; False when all are taken."""
         window = self.settings.rate_window_seconds
         return await ratelimit.consume(store, f"otp:rate:{self.id}:{what}", limit, window)
+
+
+# One address, nothing a mail header could split, quote or continue.
+_ADDRESS = re.compile(r"[^@\s,;:<>\"()\[\]\\\x00-\x1f\x7f]+@[^@\s,;:<>\"()\[\]\\\x00-\x1f\x7f]+")
 
 
 def normalize(email: str) -> str:

@@ -299,3 +299,23 @@ async def test_without_magic_links_the_mail_has_only_the_code() -> None:
     with pytest.raises(CodeRefused, match="not valid"):
         await rig.connector.check_link(rig.store, "flow-1", "", "1.2.3.4")
     assert await rig.connector.verify_code(rig.store, "flow-1", rig.outbox.code(), "1.2.3.4")
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "eve@evil.test,bob@acme.test",  # a header list: the code would go to eve too
+        "eve@evil.test, bob@acme.test",
+        "eve@evil.test;bob@acme.test",
+        "Eve <eve@evil.test>,bob@acme.test",
+        '"eve@evil.test"@acme.test',
+        "bob@acme.test\r\nBcc: eve@evil.test,x@acme.test",
+        "bob\x00@acme.test",
+    ],
+)
+async def test_an_address_list_in_the_partner_domain_gets_no_code(email: str) -> None:
+    rig = make()
+    sent = await send(rig, email)
+    assert not sent.sent
+    assert rig.outbox.sent == []
+    assert await rig.store.get(rig.connector._code_key("flow-1")) is None
