@@ -73,7 +73,15 @@ if TYPE_CHECKING:
 CONFIRM_TTL = 24 * 3600  # an unconfirmed request waits this long in the store
 _CONFIRM_KEY = "signup:confirm:"
 _SLUG = re.compile(r"[^a-z0-9]+")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# One plain address: no list (``a@x.com,b@y.com``), display name or quoting, which a
+# mail header would read as more than one recipient.
+_EMAIL = re.compile(r"^[^@\s,;:<>\"()\[\]\\]+@[^@\s,;:<>\"()\[\]\\]+\.[^@\s,;:<>\"()\[\]\\]+$")
+# Characters no one-line field may hold: they go into mail subjects and headers (a CR/LF
+# would be a header injection, refused by the mail library only once the request is
+# filed) and into the console. Controls, line and paragraph separators, bidi overrides.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# The message may hold line breaks and tabs, not the other control characters.
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class AlreadyDecided(IsthmusError):
@@ -160,7 +168,9 @@ def check_request(hub: Hub, ask: Ask) -> dict[str, str]:
     problems: dict[str, str] = {}
     if not ask.name or len(ask.name) > 200:
         problems["name"] = "Enter your name (at most 200 characters)."
-    if not _EMAIL.match(ask.email) or len(ask.email) > 254:
+    elif _NOT_ONE_LINE.search(ask.name):
+        problems["name"] = "Enter your name on one line, without control characters."
+    if not _EMAIL.match(ask.email) or len(ask.email) > 254 or _NOT_ONE_LINE.search(ask.email):
         problems["email"] = "Enter your work email address, like name@company.com."
     elif _listed(ask.domain, signup.blocked_domains):
         problems["email"] = (
@@ -172,7 +182,9 @@ def check_request(hub: Hub, ask: Ask) -> dict[str, str]:
             problems["email"] = "Staff sign in with their company account: no sign-up needed."
     if not ask.company or len(ask.company) > 200:
         problems["company"] = "Enter your company's name (at most 200 characters)."
-    if not _EMAIL.match(ask.sponsor) or len(ask.sponsor) > 254:
+    elif _NOT_ONE_LINE.search(ask.company):
+        problems["company"] = "Enter your company's name on one line, without control characters."
+    if not _EMAIL.match(ask.sponsor) or len(ask.sponsor) > 254 or _NOT_ONE_LINE.search(ask.sponsor):
         problems["sponsor"] = "Enter the work email of the person who sponsors your access."
     elif not _listed(_domain_of(ask.sponsor), sponsor_domains(hub)):
         problems["sponsor"] = "Your sponsor must be one of our staff: give their work email."
@@ -184,6 +196,8 @@ def check_request(hub: Hub, ask: Ask) -> dict[str, str]:
         problems["apps"] = "Choose among the applications listed."
     if len(ask.message) > 1000:
         problems["message"] = "Keep the message under 1,000 characters."
+    elif _NOT_TEXT.search(ask.message):
+        problems["message"] = "Remove the control characters from the message."
     return problems
 
 

@@ -159,6 +159,35 @@ async def test_every_problem_is_named_by_its_field(
     assert words in problems[field]
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"company": "NewCo\r\nBcc: eve@evil.test"}, "company"),
+        ({"company": "NewCo\u2028Ltd"}, "company"),
+        ({"company": "NewCo \u202eLTD"}, "company"),  # a right-to-left override
+        ({"name": "Zoe\nSubject: hi"}, "name"),
+        ({"name": "Zoe\x00"}, "name"),
+        ({"email": "eve@evil.test,zoe@newco.example"}, "email"),
+        ({"email": "eve,zoe@newco.example"}, "email"),
+        ({"email": "Zoe <zoe@newco.example>"}, "email"),
+        ({"sponsor": "eve@evil.test,carl@corp.example"}, "sponsor"),
+        ({"sponsor": "eve,carl@corp.example"}, "sponsor"),
+        ({"message": "hi\x1b[2J"}, "message"),
+    ],
+)
+async def test_line_breaks_controls_and_address_lists_are_refused(
+    hub: Hub, changes: dict[str, Any], field: str
+) -> None:
+    """What is typed goes into mail headers (subject, recipient): one line, one address."""
+    await hub.ready()
+    assert list(signup_service.check_request(hub, ask(**changes))) == [field]
+
+
+async def test_a_message_keeps_its_line_breaks(hub: Hub) -> None:
+    await hub.ready()
+    assert signup_service.check_request(hub, ask(message="Hello,\r\n\tthe project.")) == {}
+
+
 async def test_nobody_sponsors_themselves(hub: Hub) -> None:
     await hub.ready()
     staff = ask(email="carl@corp.example")
@@ -468,6 +497,22 @@ async def test_rate_limits_per_address_say_nothing_and_per_ip_say_429(
         over = await http.post("/signup", data=form(page.text, email="last@newco.example"))
         assert over.status_code == 429 and "Too many requests" in over.text
         assert smtp_sink.to("last@newco.example") == []
+
+
+async def test_a_company_with_a_line_break_is_refused_before_any_mail(
+    smtp_sink: SmtpSink, events: list[dict[str, Any]]
+) -> None:
+    """It used to pass the form, then fail the sponsor's mail (its subject) after the
+    request was filed: a 500, and a request its sponsor never heard of."""
+    hub = page_hub(smtp_sink, events)
+    async with client(hub) as http:
+        page = await http.get("/signup")
+        bad = await http.post(
+            "/signup", data=form(page.text, company="NewCo\r\nBcc: eve@evil.test")
+        )
+        assert bad.status_code == 400 and 'id="f-company-error"' in bad.text
+    assert smtp_sink.messages == []
+    assert await AdminService(hub).documents(SYSTEM, "signup") == []
 
 
 async def test_the_console_shows_a_decided_request_as_it_is_now(
