@@ -10,7 +10,9 @@ says — until a sponsor or an admin restores it. The jobs and the writes are in
 
 A person is ``connection_id`` + ``subject`` (invariant 1: never the email alone), except
 for a line that comes only from a personal grant made out to an email address nobody has
-signed in with yet: that line, and the lapse it may become, name the email.
+signed in with yet: that line, and the lapse it may become, name the email. A lapse that
+names an email besides the subject also refuses that verified email on the partner's
+other connections: a lapse only takes access away, so matching more is the safe side.
 """
 
 from __future__ import annotations
@@ -153,7 +155,10 @@ class LapseIndex:
             if lapse.connection_id is not None and lapse.subject is not None:
                 key = (lapse.partner_id, lapse.connection_id, lapse.subject)
                 by_subject.setdefault(key, []).append(lapse)
-            elif lapse.email is not None:
+            # A lapse naming an email also keeps out whoever signs in to the same partner
+            # with that verified email through *another* connection (the partner's IdP and
+            # its one-time codes, say): else switching connection lifted the lapse.
+            if lapse.email is not None:
                 by_email.setdefault((lapse.partner_id, lapse.email.lower()), []).append(lapse)
         return cls(
             {k: tuple(v) for k, v in by_subject.items()},
@@ -161,8 +166,9 @@ class LapseIndex:
         )
 
     def lapse_for(self, identity: FederatedIdentity, app_id: str) -> LapseSpec | None:
-        """The lapse keeping ``identity`` out of ``app_id``, if any. A lapse by email
-        names only an identity whose email its IdP verified."""
+        """The lapse keeping ``identity`` out of ``app_id``, if any: one naming its
+        connection and subject, or one naming its email when its IdP verified that email
+        (refusing on an email is the safe direction: it never grants anything)."""
         if not (self.by_subject or self.by_email):
             return None  # no lapses at all: the common case costs nothing
         key = (identity.partner_id, identity.connection_id, identity.subject)

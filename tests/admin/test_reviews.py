@@ -448,3 +448,26 @@ def test_lapses_by_subject_and_by_verified_email_only() -> None:
     assert LapseIndex().lapse_for(person("bob", "bob@acme.example"), "orders") is None
     with pytest.raises(ValueError, match="name the person"):
         LapseSpec(partner_id="acme", apps=("x",), since=since, review_id="r")
+
+
+def test_a_lapse_follows_the_verified_email_to_the_partners_other_connections() -> None:
+    """Bob lapsed as a subject of acme's IdP; signing in with the same verified address
+    through acme's one-time codes used to get him past the lapse."""
+    since = datetime(2026, 5, 1, tzinfo=UTC)
+    lapse = LapseSpec(partner_id="acme", connection_id="acme-idp", subject="b-123",
+                      email="Bob@acme.example", apps=("orders",), since=since,
+                      review_id="r-acme-20260424")  # fmt: skip
+    index = LapseIndex.of([lapse])
+
+    def person(partner: str, connection: str, subject: str, verified: bool = True) -> Any:
+        return FederatedIdentity(
+            partner_id=partner, connection_id=connection, issuer="i", subject=subject,
+            email="bob@acme.example", email_verified=verified,
+        )  # fmt: skip
+
+    assert index.lapse_for(person("acme", "acme-idp", "b-123"), "orders") is lapse
+    assert index.lapse_for(person("acme", "acme-otp", "f00d"), "orders") is lapse
+    assert index.lapse_for(person("acme", "acme-otp", "f00d"), "wiki") is None
+    # an unverified address names nobody; another partner's Bob is someone else
+    assert index.lapse_for(person("acme", "acme-otp", "f00d", verified=False), "orders") is None
+    assert index.lapse_for(person("globex", "globex-otp", "f00d"), "orders") is None
