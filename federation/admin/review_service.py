@@ -87,14 +87,12 @@ def may_read(actor: Actor, partner: Partner | None) -> bool:
 
 
 def may_decide(actor: Actor, partner: Partner | None) -> bool:
-    """Admins, and the partner's sponsors (an internal person named in ``sponsors``)."""
+    """Admins, and the partner's sponsors (an internal person named in ``sponsors``).
+    An auditor stays read-only even when named among a partner's sponsors, as for grants
+    and sign-up requests."""
     if actor.role is Role.admin:
         return True
-    return (
-        actor.role is not Role.partner_admin
-        and partner is not None
-        and actor.sponsors(partner.settings)
-    )
+    return actor.role is Role.sponsor and partner is not None and actor.sponsors(partner.settings)
 
 
 def _require_decide(hub: Hub, actor: Actor, partner_id: str) -> None:

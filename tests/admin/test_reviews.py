@@ -293,6 +293,25 @@ async def test_the_sponsor_and_admins_confirm_others_may_not(
     ]
 
 
+async def test_an_auditor_named_as_sponsor_reads_but_neither_confirms_nor_restores(
+    hub: Hub,
+) -> None:
+    """Auditors are read-only: being listed among a partner's sponsors (Sam's address, Sam
+    holding the auditor role) must not let them confirm lines or restore lapses."""
+    sam_auditor = Actor("sam@corp.example (corp)", Role.auditor, email="sam@corp.example")
+    await grant(hub, ["orders"], connection_id="acme-mock", subject="bob")
+    review_id, spec = await open_acme(hub)
+    service = AdminService(hub)
+    assert (await review_service.review(service, sam_auditor, review_id)).id == review_id
+    with pytest.raises(Forbidden):
+        await review_service.confirm(service, sam_auditor, review_id, [0])
+    await review_service.run_reviews(service, spec.closes_at, Outbox())
+    [lapse_doc] = await hub.documents.documents("lapse")
+    with pytest.raises(Forbidden):
+        await review_service.restore(service, sam_auditor, lapse_doc.id, ["orders"])
+    assert await hub.documents.get("lapse", lapse_doc.id) is not None
+
+
 async def test_the_console_lets_the_sponsor_confirm_and_refuses_another_person(
     hub: Hub, app: Starlette
 ) -> None:
