@@ -639,6 +639,15 @@ class SignupSettings(Strict):
     grant_days: int = Field(default=90, ge=1, le=3650)
     max_grant_days: int = Field(default=365, ge=1, le=3650)
 
+    @field_validator("partner_kind")
+    @classmethod
+    def _not_internal(cls, kind: PartnerKind) -> PartnerKind:
+        # An internal partner's people are staff (sponsors, its domains the sponsor
+        # domains): a stranger's sign-up must never create one.
+        if kind is PartnerKind.internal:
+            raise ValueError("a sign-up never creates an internal partner")
+        return kind
+
 
 class LifecycleSettings(Strict):
     """The hub's periodic housekeeping (docs/lifecycle.md): access reviews opened and

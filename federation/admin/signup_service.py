@@ -415,6 +415,11 @@ async def approve(
     grant_id = f"g-{secrets.token_hex(6)}"
     entries: list[PlanEntry] = []
     owner = hub.registry.partner_for_domain(spec.domain)
+    if owner is not None and owner.settings.kind is PartnerKind.internal:
+        # The form refused staff addresses; the domain became an internal partner's
+        # since. Approving would make the requester staff (a sponsor) of that partner.
+        message = f"{spec.domain} is an internal partner's domain: staff need no sign-up"
+        raise InvalidDocuments([Problem("signup", signup_id, "email", message)])
     link_token: str | None = None
     if owner is not None:
         partner_id, created = owner.id, False

@@ -386,6 +386,23 @@ async def test_approval_extends_the_partner_owning_the_domain(
     assert acme is not None and acme.settings.sponsors.count("carl@corp.example") == 1
 
 
+async def test_a_sign_up_never_makes_an_internal_partner_or_staff(hub: Hub, mail: Mailbox) -> None:
+    """Internal partners' people are staff (sponsors): no configuration lets a sign-up
+    create one, and a request whose domain became internal since is not approved."""
+    with pytest.raises(ValueError, match="never creates an internal partner"):
+        api_settings(signup={"enabled": True, "apps": ["orders"], "partner_kind": "internal"})
+    signup_id = await pending(hub, mail, ask(email="bea@acme.example", company="Acme"))
+    service = AdminService(hub)
+    acme = await service.document(SYSTEM, "partner", "acme")
+    await service.put(SYSTEM, "partner", "acme", {**acme.spec, "kind": "internal"}, acme.version)
+    before = kinds(hub)
+    with pytest.raises(InvalidDocuments, match="internal partner's domain"):
+        await approve(hub, mail, signup_id)
+    assert kinds(hub) == before and (await signup(hub, signup_id)).status == "pending"
+    partner = hub.registry.partner("acme")
+    assert partner is not None and "carl@corp.example" not in partner.settings.sponsors
+
+
 async def test_approval_for_an_unknown_company_creates_a_partner_waiting_for_its_domain(
     hub: Hub, mail: Mailbox
 ) -> None:
