@@ -123,9 +123,9 @@ def _until(value: str, now: datetime, max_days: int) -> datetime | None:
     """The end of the chosen day (UTC), never past the longest grant allowed."""
     try:
         day = date.fromisoformat(value)
-    except ValueError:
+        end = datetime.combine(day + timedelta(days=1), time(), UTC)
+    except (ValueError, OverflowError):  # not a date, or 9999-12-31 (no day after it)
         return None
-    end = datetime.combine(day + timedelta(days=1), time(), UTC)
     longest = now + timedelta(days=max_days)
     return min(end, longest) if day <= longest.date() else end
 

@@ -6,6 +6,7 @@ Mail goes to an in-memory mailer here; the flow tests send it through a real SMT
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from connectors.mock import MockConnector
 from connectors.registry import ConnectorRegistry
 from federation.admin import lifecycle, signup_service
 from federation.admin.catalog import InvalidDocuments
+from federation.admin.documents import VersionConflict
 from federation.admin.service import SYSTEM, Actor, AdminService, Forbidden
 from federation.admin.signup_service import AlreadyDecided, Ask, LinkInvalid
 from federation.admin.signups import SignupSpec, SignupStatus
@@ -25,7 +27,7 @@ from federation.audit import Audit
 from federation.hub import Hub, build_hub
 from federation.settings import PartnerStatus
 from federation.web.app import create_app
-from tests.admin.support import api_settings, make_hub, sign_in_as
+from tests.admin.support import YieldingStore, api_settings, make_hub, sign_in_as
 from tests.broker.test_mock_partner_to_hub_session import hidden_fields
 from tests.peers.smtp import SmtpSink
 
@@ -558,5 +560,30 @@ async def test_the_console_shows_a_decided_request_as_it_is_now(
             data={**hidden_fields(shown.text), "apps": ["orders"], "until": "2099-01-01"},
         )
         assert again.status_code == 409 and "decided meanwhile" in again.text
+        last_day = await carl.post(
+            f"/admin/requests/{doc.id}/approve",
+            data={**hidden_fields(shown.text), "apps": ["orders"], "until": "9999-12-31"},
+        )
+        assert last_day.status_code == 422 and "Enter a date" in last_day.text
         assert 'id="approve-form"' not in again.text
         assert (await carl.get("/signup/" + doc.id + "/domain?t=x")).status_code == 404
+
+
+async def test_two_approvals_at_once_make_one_partner_and_one_grant(
+    hub: Hub, mail: Mailbox
+) -> None:
+    """Two clicks (or two replicas) approving the same request at the same moment: one
+    wins, the other is told the request was decided; one partner, one grant."""
+    signup_id = await pending(hub, mail)
+    hub.documents = YieldingStore(hub.documents)  # type: ignore[assignment]
+    before = kinds(hub)
+    results = await asyncio.gather(
+        approve(hub, mail, signup_id), approve(hub, mail, signup_id), return_exceptions=True
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(won) == 1 and len(lost) == 1
+    assert isinstance(lost[0], (AlreadyDecided, VersionConflict)), lost
+    after = kinds(hub)
+    assert after.get("grant", 0) == before.get("grant", 0) + 1
+    assert after.get("partner", 0) == before.get("partner", 0) + 1
