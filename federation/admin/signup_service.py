@@ -12,8 +12,9 @@
    a 409. Approval writes, all at once: the ``grant`` (by email, the approved apps, until
    a date within ``max_grant_days``), the decided request, and either
 
-   * the partner that owns the requester's domain, with the sponsor added to its
-     sponsors (the requester can sign in at once through that partner), or
+   * the partner that owns the requester's domain, unchanged (the requester can sign in
+     at once through it; who sponsors an existing partner stays the admins' decision —
+     an approval never makes its sponsor one), or
    * a partner created for the company (``invited``, an ``otp`` connection, the domain
      *pending*, the sponsor as its sponsor) — or the one an earlier approval created for
      the same domain, still waiting for its proof. Its grant is inert until then: an
@@ -423,14 +424,11 @@ async def approve(
     link_token: str | None = None
     if owner is not None:
         partner_id, created = owner.id, False
-        partner_doc = await service.document(SYSTEM, "partner", partner_id)
-        entries += _with_sponsor(partner_doc, sponsor)
     else:
         waiting = await _waiting_partner(service, spec.domain)
         created = True
         if waiting is not None:
-            partner_id = waiting.id
-            entries += _with_sponsor(waiting, sponsor)
+            partner_id = waiting.id  # its sponsor stays the one whose approval made it
         else:
             partner_id = _new_partner_id(hub, spec.company)
             new = _new_partner(hub, partner_id, spec, sponsor)
@@ -565,14 +563,6 @@ async def expire_requests(service: AdminService, now: datetime) -> list[str]:
 
 
 # ---------------------------------------------------------------------- partners
-
-
-def _with_sponsor(doc: Document, sponsor: str) -> list[PlanEntry]:
-    sponsors = [str(s) for s in doc.spec.get("sponsors", ())]
-    if sponsor in {s.lower() for s in sponsors}:
-        return []
-    after = {**doc.spec, "sponsors": [*sponsors, sponsor]}
-    return [PlanEntry("update", "partner", doc.id, doc.version, doc.spec, after)]
 
 
 async def _waiting_partner(service: AdminService, domain: str) -> Document | None:
