@@ -32,6 +32,10 @@ class CallbackRequest:
     params: Mapping[str, str]  # query string and (for POST bindings) form fields
     # "GET" or "POST": which binding carried the answer (SAML cares, OIDC does not).
     method: str = "GET"
+    # Filled by the connector, read by the hub once the login succeeded: what the hub keeps
+    # with the session, server-side only (never in a cookie, not in the identity), and hands
+    # back to ``LogoutConnector.logout_url`` — the OIDC ID token, for ``id_token_hint``.
+    session_state: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -76,17 +80,25 @@ class LogoutOutcome:
 
 @runtime_checkable
 class LogoutConnector(Protocol):
-    """Single logout with the partner's IdP (SAML SLO)."""
+    """Logout at the partner's IdP: SAML single logout, OIDC RP-Initiated Logout 1.0."""
 
     async def logout_url(
-        self, identity: FederatedIdentity, return_url: str, state: str
+        self,
+        identity: FederatedIdentity,
+        return_url: str,
+        state: str,
+        session_state: Mapping[str, Any] | None = None,
     ) -> LoginRedirect | None:
         """SP-initiated: where to send the browser so the IdP ends its session (None: the
-        IdP has no logout endpoint)."""
+        IdP has no logout endpoint, or the connection opted out). ``return_url`` is the hub's
+        ``/logout/{connection_id}/done`` (where an OIDC IdP sends the browser back, with
+        ``state``); ``session_state`` is what the connector asked the hub to keep with the
+        session at sign-in (:attr:`CallbackRequest.session_state`)."""
         ...
 
     async def handle_logout(self, request: CallbackRequest) -> LogoutOutcome:
-        """A LogoutRequest (IdP-initiated) or LogoutResponse (ours answered) at the hub."""
+        """A LogoutRequest (IdP-initiated) or LogoutResponse (ours answered) at the hub; for
+        OIDC, the browser back at ``return_url`` (the hub has checked its ``state``)."""
         ...
 
 

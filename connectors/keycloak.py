@@ -31,7 +31,7 @@ import httpx
 from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
 from keycloak.exceptions import KeycloakError
 
-from connectors.base import CallbackRequest, LoginRedirect, LoginRequest
+from connectors.base import CallbackRequest, LoginRedirect, LoginRequest, LogoutOutcome
 from connectors.oidc import OidcConnector, claim
 from connectors.registry import ConnectorContext
 from federation.errors import UpstreamError
@@ -130,11 +130,13 @@ def oidc_settings(settings: KeycloakConnectionSettings) -> OidcConnectionSetting
         trust_acr=settings.trust_acr,
         leeway_seconds=settings.leeway_seconds,
         timeout_seconds=settings.timeout_seconds,
+        upstream_logout=settings.upstream_logout,
     )
 
 
 class KeycloakConnector:
-    """A Keycloak realm behind the ``CallbackConnector`` capability (internal partners)."""
+    """A Keycloak realm behind the ``CallbackConnector`` and ``LogoutConnector``
+    capabilities (internal partners)."""
 
     def __init__(
         self,
@@ -183,6 +185,19 @@ class KeycloakConnector:
         if access.lacks(clients) and self._directory is not None:
             access = access.completed_by(await self._looked_up(identity.subject))
         return replace(identity, roles=access.roles(clients), groups=access.groups or ())
+
+    async def logout_url(
+        self,
+        identity: FederatedIdentity,
+        return_url: str,
+        state: str,
+        session_state: Mapping[str, Any] | None = None,
+    ) -> LoginRedirect | None:
+        """Keycloak's end-session endpoint (RP-Initiated Logout, as the OIDC connector)."""
+        return await self._oidc.logout_url(identity, return_url, state, session_state)
+
+    async def handle_logout(self, request: CallbackRequest) -> LogoutOutcome:
+        return await self._oidc.handle_logout(request)
 
     async def aclose(self) -> None:
         await self._oidc.aclose()

@@ -3,8 +3,9 @@
 Specs: OpenID Connect Core 1.0 (authorization code flow §3.1, ID token validation
 §3.1.3.7, UserInfo §5.3), OpenID Connect Discovery 1.0 (§4.3: the discovered issuer must
 be the configured one), RFC 6749 (authorization code grant, client authentication
-§2.3.1), RFC 7636 (PKCE, always S256) and RFC 9207 (the ``iss`` authorization response
-parameter).
+§2.3.1), RFC 7636 (PKCE, always S256), RFC 9207 (the ``iss`` authorization response
+parameter) and OpenID Connect RP-Initiated Logout 1.0 (§2: ``id_token_hint``,
+``client_id``, ``post_logout_redirect_uri``, ``state`` at the ``end_session_endpoint``).
 
 The connector keeps no per-login state: :meth:`OidcConnector.login_url` returns the PKCE
 verifier, the nonce, the state and the redirect URI as ``flow_state``; the hub stores it
@@ -12,6 +13,11 @@ under its flow id and hands it back to :meth:`OidcConnector.handle_callback`. On
 provider metadata and its JWKS are cached, per connector instance. Every failure is an
 :class:`~federation.errors.IsthmusError` whose ``detail`` (for the log) says what went
 wrong; the email domain is *not* checked here: the broker binds identities to partners.
+
+Logout: when the connection keeps ``upstream_logout`` and the IdP advertises an
+``end_session_endpoint``, the callback leaves the ID token in
+:attr:`~connectors.base.CallbackRequest.session_state` (the hub keeps it with the session,
+server-side) and :meth:`OidcConnector.logout_url` sends it back as ``id_token_hint``.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from typing import Any
 
 import authlib.deprecate
 import httpx
+from authlib.common.urls import add_params_to_uri
 from authlib.integrations.base_client import OAuthError
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from connectors.base import CallbackRequest, LoginRedirect, LoginRequest
+from connectors.base import CallbackRequest, LoginRedirect, LoginRequest, LogoutOutcome
 from connectors.registry import ConnectorContext
 from federation import jose
 from federation.errors import (
@@ -54,6 +61,9 @@ JWKS_TTL = 3600.0
 JWKS_REFRESH_INTERVAL = 30.0  # at most one forced JWKS refresh (unknown kid) per 30 s
 MAX_PARAM_LENGTH = 4096
 MAX_SUBJECT_LENGTH = 255  # OIDC Core §2: sub is at most 255 ASCII characters
+# A longer ID token is not kept for id_token_hint (the session record stays small and the
+# logout URL short); logout then names the client only (client_id), which the spec allows.
+MAX_ID_TOKEN_HINT = 6144  # an 8 KB request line (nginx default) still fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,7 @@ class ProviderMetadata:
     jwks_uri: str
     userinfo_endpoint: str | None
     iss_parameter_supported: bool
+    end_session_endpoint: str | None = None  # RP-Initiated Logout 1.0 §2.1
 
     @classmethod
     def parse(cls, document: Mapping[str, Any], expected_issuer: str) -> ProviderMetadata:
@@ -75,6 +86,7 @@ class ProviderMetadata:
                 f"discovery issuer {issuer!r} is not the configured issuer {expected_issuer!r}"
             )
         userinfo = document.get("userinfo_endpoint")
+        end_session = document.get("end_session_endpoint")
         return cls(
             issuer=expected_issuer,
             authorization_endpoint=_endpoint(document, "authorization_endpoint"),
@@ -83,6 +95,9 @@ class ProviderMetadata:
             userinfo_endpoint=_endpoint(document, "userinfo_endpoint") if userinfo else None,
             iss_parameter_supported=document.get("authorization_response_iss_parameter_supported")
             is True,
+            end_session_endpoint=(
+                _endpoint(document, "end_session_endpoint") if end_session else None
+            ),
         )
 
 
@@ -148,7 +163,8 @@ class _Cached:
 
 
 class OidcConnector:
-    """A partner's OIDC IdP behind the ``CallbackConnector`` capability."""
+    """A partner's OIDC IdP behind the ``CallbackConnector`` and ``LogoutConnector``
+    capabilities."""
 
     def __init__(
         self, partner_id: str, settings: OidcConnectionSettings, context: ConnectorContext
@@ -218,7 +234,55 @@ class OidcConnector:
             if userinfo.get("sub") != claims["sub"]:
                 raise self._invalid("userinfo sub differs from the ID token sub")
             claims = {**userinfo, **claims}  # the signed ID token wins over userinfo
-        return self._identity(claims)
+        identity = self._identity(claims)
+        if self._logs_out_upstream(metadata) and len(tokens.id_token) <= MAX_ID_TOKEN_HINT:
+            request.session_state["id_token"] = tokens.id_token
+        return identity
+
+    # --- RP-Initiated Logout 1.0 ---------------------------------------------------------
+
+    async def logout_url(
+        self,
+        identity: FederatedIdentity,
+        return_url: str,
+        state: str,
+        session_state: Mapping[str, Any] | None = None,
+    ) -> LoginRedirect | None:
+        """The IdP's end-session request (§2): the ID token it issued at sign-in as
+        ``id_token_hint`` (when kept), our ``client_id``, ``post_logout_redirect_uri`` =
+        ``return_url`` (registered at the IdP) and the hub's one-time ``state``. None when
+        the connection opted out or the IdP has no ``end_session_endpoint``."""
+        if not self.settings.upstream_logout:
+            return None
+        metadata = await self.metadata()
+        if not self._logs_out_upstream(metadata):
+            return None
+        assert metadata.end_session_endpoint is not None
+        params: list[tuple[str, str]] = []
+        hint = (session_state or {}).get("id_token")
+        if isinstance(hint, str) and hint:
+            params.append(("id_token_hint", hint))
+        params += [
+            ("client_id", self.settings.client_id),
+            ("post_logout_redirect_uri", return_url),
+            ("state", state),
+        ]
+        url = add_params_to_uri(metadata.end_session_endpoint, params)
+        return LoginRedirect(url, {"state": state, "post_logout_redirect_uri": return_url})
+
+    async def handle_logout(self, request: CallbackRequest) -> LogoutOutcome:
+        """The browser back at ``post_logout_redirect_uri`` (§3): the hub has matched its
+        ``state`` to the logout it started; nothing is left to end (the hub session ended
+        before the browser left) and no answer goes to the IdP."""
+        params = request.params
+        if any(not isinstance(v, str) or len(v) > MAX_PARAM_LENGTH for v in params.values()):
+            raise self._invalid("malformed post-logout redirect parameters")
+        if not params.get("state"):
+            raise InvalidState(f"connection {self.id}: post-logout redirect without state")
+        return LogoutOutcome()
+
+    def _logs_out_upstream(self, metadata: ProviderMetadata) -> bool:
+        return self.settings.upstream_logout and metadata.end_session_endpoint is not None
 
     async def aclose(self) -> None:
         """Close the pooled connections to the IdP (the hub calls this at shutdown)."""

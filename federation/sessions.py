@@ -5,6 +5,11 @@ is indexed under its partner so that suspending a partner can end all of them at
 Ending a session deletes it from the shared store: every replica refuses it at once.
 Whoever must hear of it (OIDC back-channel logout) is told through ``on_end``, a plain
 callback that schedules its own work: ending a session never waits for it.
+
+What a connector asked to keep for logout at the partner IdP (the OIDC ID token, for
+``id_token_hint``) is stored beside the session under its own key, not in the session
+record: every request reads the record, only the session's end reads (takes) the
+upstream part, and nothing of it ever reaches a cookie.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from federation.identity import FederatedIdentity
 from federation.stores.base import Put, SetAdd, Store
@@ -25,6 +31,8 @@ class Session:
     identity: FederatedIdentity
     created_at: int
     expires_at: int
+    # What the connector keeps for logout upstream; filled only by :meth:`SessionManager.end`.
+    upstream: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def sid(self) -> str:
@@ -66,9 +74,11 @@ class SessionManager:
         *,
         puts: Sequence[Put] = (),
         adds: Sequence[SetAdd] = (),
+        upstream: Mapping[str, Any] | None = None,
     ) -> Session:
         """Open a session. ``puts`` and ``adds`` are other writes that belong to the sign-in
-        (the person's account, federation/admin/accounts.py): same round trip."""
+        (the person's account, federation/admin/accounts.py): same round trip. ``upstream``
+        is the connector's ``session_state`` (kept beside the session, read at its end)."""
         now = int(self._clock())
         session = Session(secrets.token_urlsafe(32), identity, now, now + self._ttl)
         record = {
@@ -77,12 +87,14 @@ class SessionManager:
             "expires_at": session.expires_at,
         }
         hashed = digest(session.id)
+        kept: list[Put] = [(_upstream_key(hashed), dict(upstream), self._ttl)] if upstream else []
         # The sid record repeats the identity so that token checks need one read, not two;
         # ending the session deletes both.
         await self._store.write_many(
             puts=[
                 (_key(session.id), record, self._ttl),
                 (_sid_key(session.sid), record, self._ttl),
+                *kept,
                 *puts,
             ],
             adds=[
@@ -111,14 +123,18 @@ class SessionManager:
         return await identity_for_sid(self._store, sid, self._clock())
 
     async def end(self, session_id: str) -> Session | None:
+        """End the session; the one returned carries its ``upstream`` part (for logout at
+        the partner IdP), taken from the store with it."""
         session = await self.get(session_id)
         await self._store.delete(_key(session_id))
         if session is not None:
+            hashed = digest(session_id)
+            upstream = await self._store.take(_upstream_key(hashed))
             await self._store.delete(_sid_key(session.sid))
-            await self._store.set_remove(
-                _partner_index(session.identity.partner_id), digest(session_id)
-            )
+            await self._store.set_remove(_partner_index(session.identity.partner_id), hashed)
             self._ended([EndedSession(session.sid, session.identity)])
+            if upstream:
+                session = replace(session, upstream=dict(upstream))
         return session
 
     async def end_partner(self, partner_id: str) -> int:
@@ -132,6 +148,7 @@ class SessionManager:
             if _sid_of(hashed) == sid:
                 record = await self._store.take(f"session:{hashed}")
                 await self._store.delete(_sid_key(sid))
+                await self._store.delete(_upstream_key(hashed))
                 await self._store.set_remove(index, hashed)
                 if record is not None:
                     identity = FederatedIdentity.from_dict(record["identity"])
@@ -149,6 +166,7 @@ class SessionManager:
             # take, not delete: the record names who is signed out (for logout tokens).
             record = await self._store.take(f"session:{hashed}")
             await self._store.delete(_sid_key(_sid_of(hashed)))
+            await self._store.delete(_upstream_key(hashed))
             if record is not None:
                 identity = FederatedIdentity.from_dict(record["identity"])
                 ended.append(EndedSession(_sid_of(hashed), identity))
@@ -180,6 +198,10 @@ def _sid_key(sid: str) -> str:
 
 def _key(session_id: str) -> str:
     return f"session:{digest(session_id)}"
+
+
+def _upstream_key(hashed: str) -> str:
+    return f"session-upstream:{hashed}"
 
 
 def _partner_index(partner_id: str) -> str:

@@ -100,6 +100,9 @@ class OidcConnectionSettings(Strict):
     trust_acr: bool = False
     leeway_seconds: int = Field(default=60, ge=0, le=300)
     timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Sign-out at the hub also ends the IdP's session (OIDC RP-Initiated Logout 1.0) when
+    # its discovery document has an end_session_endpoint (docs/logout.md).
+    upstream_logout: bool = True
 
 
 class MockUser(Strict):
@@ -282,6 +285,8 @@ class KeycloakConnectionSettings(Strict):
     trust_acr: bool = False
     leeway_seconds: int = Field(default=60, ge=0, le=300)
     timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # As for oidc connections: sign-out at the hub ends the Keycloak session too.
+    upstream_logout: bool = True
 
     @property
     def issuer(self) -> str:

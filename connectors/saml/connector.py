@@ -406,7 +406,11 @@ class SamlConnector:
     # --- LogoutConnector -------------------------------------------------------------------
 
     async def logout_url(
-        self, identity: FederatedIdentity, return_url: str, state: str
+        self,
+        identity: FederatedIdentity,
+        return_url: str,
+        state: str,
+        session_state: Mapping[str, Any] | None = None,
     ) -> LoginRedirect | None:
         """SP-initiated single logout (Profiles §4.4.3.1): a signed LogoutRequest with the
         NameID and SessionIndex of the login, to the IdP's SLO endpoint."""

@@ -168,7 +168,9 @@ class Broker:
         # The person's account (last sign-in) is written with the session: one round trip.
         ttl = accounts.account_ttl(partner.settings, self.hub.base_settings.lifecycle)
         account = accounts.sign_in_writes(identity, self.hub.clock(), ttl)
-        session = await self.hub.sessions.create(identity, puts=account.puts, adds=account.adds)
+        session = await self.hub.sessions.create(
+            identity, puts=account.puts, adds=account.adds, upstream=callback.session_state
+        )
         self.hub.audit.emit(
             "login.succeeded",
             partner=identity.partner_id,

@@ -1,4 +1,11 @@
-"""Login, callback, logout and the mock IdP's picker page: HTTP in, broker calls, HTML out."""
+"""Login, callback, logout and the mock IdP's picker page: HTTP in, broker calls, HTML out.
+
+Logout ends the hub session first, whatever follows (fail closed). Then, when the
+session's connection can (SAML single logout, OIDC RP-Initiated Logout), the browser goes
+to the partner IdP with a one-time ``state``, stored under its digest and bound to the
+browser by the ``isthmus_logout`` cookie; an OIDC IdP sends it back to
+``/logout/{connection_id}/done`` (federation/web/upstream.py), which checks both.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +25,16 @@ from federation.broker.login import Broker
 from federation.errors import InvalidRequest, IsthmusError, NotFound
 from federation.hub import Hub
 from federation.proxy.headers import Forwarded, TrustedProxies
-from federation.sessions import Session
+from federation.redirects import safe_return_url_for
+from federation.sessions import Session, digest
 from federation.web import csrf
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
 from federation.web.templating import render
 
 _log = logging.getLogger("isthmus.web")
+
+LOGOUT_COOKIE = "isthmus_logout"  # binds an upstream logout's state to the browser
+LOGOUT_TTL = FLOW_TTL
 
 
 def hub_of(request: Request) -> Hub:
@@ -137,34 +148,82 @@ async def _start(request: Request, attempt: Attempt, connection_id: str) -> Resp
 
 
 async def logout_page(request: Request) -> Response:
+    """The sign-out form; ``rd`` (an allowed return URL) is where the browser ends up."""
     session = await current_session(request)
-    return form_page(request, "logout.html", session=session)
+    return_url = allowed_return(request, request.query_params.get("rd"))
+    return form_page(request, "logout.html", session=session, return_url=return_url)
 
 
 async def logout_submit(request: Request) -> Response:
-    csrf.check(request, await request.form())
+    form = await request.form()
+    csrf.check(request, form)
     hub = hub_of(request)
-    ended = await end_session(request)
-    target = await _upstream_logout(request, ended) if ended else None
-    response = browser_to(request, target) if target else render(request, "logged_out.html")
+    rd = form.get("rd")
+    return_url = allowed_return(request, rd if isinstance(rd, str) else None)
+    ended = await end_session(request)  # first: the IdP's answer changes nothing here
+    upstream = await _upstream_logout(request, ended, return_url) if ended else None
+    if upstream is not None:
+        response = upstream
+    elif return_url is not None:
+        response = RedirectResponse(return_url, status_code=303)
+    else:
+        response = render(request, "logged_out.html")
     clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
     return response
 
 
-async def _upstream_logout(request: Request, ended: Session) -> LoginRedirect | None:
-    """Tell the partner IdP too (SAML SLO) when its connection can; the hub session is
-    already over, so an IdP that cannot be told is logged, not shown."""
+def allowed_return(request: Request, candidate: str | None) -> str | None:
+    """``candidate`` when it is a return URL the hub allows (its own pages, proxied apps)."""
+    if not candidate:
+        return None
+    safe = safe_return_url_for(candidate, hub_of(request).settings)
+    return safe if safe == candidate else None
+
+
+def logout_key(state: str) -> str:
+    return f"logout:{digest(state)}"
+
+
+async def _upstream_logout(
+    request: Request, ended: Session, return_url: str | None
+) -> Response | None:
+    """Send the browser to the partner IdP too (SAML SLO, OIDC RP-initiated logout) when
+    its connection can. The hub session is already over: an IdP that cannot be told is
+    logged and audited, not shown, and the hub's own signed-out page follows."""
     hub = hub_of(request)
-    found = hub.connector(ended.identity.connection_id)
+    connection_id = ended.identity.connection_id
+    found = hub.connector(connection_id)
     if found is None or not isinstance(found[1], LogoutConnector):
         return None
+    state = secrets.token_urlsafe(24)
+    done = f"{hub.issuer}/logout/{connection_id}/done"
+    audit = {
+        "partner": ended.identity.partner_id,
+        "connection": connection_id,
+        "subject": ended.identity.subject,
+        "sid": ended.sid,
+        "request_id": request.state.request_id,
+    }
     try:
-        return await found[1].logout_url(
-            ended.identity, f"{hub.issuer}/", secrets.token_urlsafe(16)
-        )
+        target = await found[1].logout_url(ended.identity, done, state, ended.upstream)
     except IsthmusError as exc:
-        _log.warning("upstream logout for %s failed: %s", ended.identity.connection_id, exc.detail)
+        _log.warning("upstream logout for %s failed: %s", connection_id, exc.detail)
+        hub.audit.emit(
+            "logout.upstream.started",
+            outcome="failure",
+            reason=exc.error,
+            detail=exc.detail,
+            **audit,
+        )
         return None
+    if target is None:
+        return None
+    record = {"connection": connection_id, "return_url": return_url, "flow": target.flow_state}
+    await hub.store.put(logout_key(state), record, LOGOUT_TTL)
+    hub.audit.emit("logout.upstream.started", **audit)
+    response = browser_to(request, target)
+    set_cookie(response, hub.settings, LOGOUT_COOKIE, state, LOGOUT_TTL)
+    return response
 
 
 async def end_session(request: Request) -> Session | None:

@@ -1,5 +1,7 @@
 """Where partner IdPs send the browser: the callback (OIDC redirect, SAML ACS), SAML SP
-metadata and single logout. Thin: parse HTTP, call the broker or the connector, answer.
+metadata, single logout and the return from an OIDC IdP's end-session endpoint
+(``/logout/{connection_id}/done``). Thin: parse HTTP, call the broker or the connector,
+answer.
 
 A SAML response arrives as a cross-site POST, which carries no ``SameSite=Lax`` cookie:
 the hub would not see the flow cookie that binds the login to the browser that started
@@ -14,10 +16,12 @@ connection produced (``test_login.html``) and opens no session, sets no cookie.
 
 from __future__ import annotations
 
+import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -31,7 +35,7 @@ from federation.broker.login import LoginTestResult
 from federation.errors import InvalidState, IsthmusError, NotFound
 from federation.web import otp
 from federation.web.cookies import FLOW_COOKIE, clear_cookie, set_cookie
-from federation.web.pages import broker_of, browser_to, hub_of
+from federation.web.pages import LOGOUT_COOKIE, broker_of, browser_to, hub_of, logout_key
 from federation.web.templating import render
 
 PARKED_TTL = 60
@@ -111,7 +115,8 @@ async def single_logout(request: Request) -> Response:
     """A LogoutRequest from the IdP (end that person's hub sessions) or its LogoutResponse."""
     connection_id = request.path_params["connection_id"]
     connector = _connector(request)
-    if not isinstance(connector, LogoutConnector):
+    # SAML only (it publishes SP metadata); an OIDC IdP returns to /logout/{id}/done.
+    if not isinstance(connector, LogoutConnector) or not isinstance(connector, MetadataConnector):
         raise NotFound(f"connection {connection_id} has no single logout")
     params = dict(request.query_params)
     if request.method == "POST":
@@ -134,6 +139,68 @@ async def single_logout(request: Request) -> Response:
     response = render(request, "logged_out.html")
     clear_cookie(response, hub.settings, hub.settings.session.cookie_name)
     return response
+
+
+async def logout_done(request: Request) -> Response:
+    """The browser back from the IdP's end-session endpoint (OIDC RP-Initiated Logout
+    §3): its ``state`` must be the one-time state of a logout this browser started for this
+    connection. The hub session ended before the browser left; here the hub only says so
+    (its signed-out page) or goes on to the return URL it allowed at ``/logout``."""
+    hub = hub_of(request)
+    connection_id = request.path_params["connection_id"]
+    params = dict(request.query_params)
+    try:
+        record = await _take_logout(request, connection_id, params.get("state", ""))
+        connector = _connector(request)
+        if not isinstance(connector, LogoutConnector):
+            raise NotFound(f"connection {connection_id} has no upstream logout")
+        await connector.handle_logout(
+            CallbackRequest(str(request.url.replace(query="")), params, "GET")
+        )
+    except IsthmusError as exc:
+        hub.audit.emit(
+            "logout.upstream.completed",
+            outcome="failure",
+            connection=connection_id,
+            reason=exc.error,
+            detail=exc.detail,
+            request_id=request.state.request_id,
+        )
+        raise
+    hub.audit.emit(
+        "logout.upstream.completed", connection=connection_id, request_id=request.state.request_id
+    )
+    return_url = record.get("return_url")
+    response: Response = (
+        RedirectResponse(return_url, status_code=303)
+        if isinstance(return_url, str) and return_url
+        else render(request, "logged_out.html", upstream=True)
+    )
+    clear_cookie(response, hub.settings, LOGOUT_COOKIE)
+    return response
+
+
+async def _take_logout(request: Request, connection_id: str, state: str) -> Mapping[str, Any]:
+    """The stored logout ``state`` names (taken: a replay finds nothing), checked against
+    the browser's logout cookie and the connection."""
+    refused = "This sign-out link has expired or was already used. You are signed out here."
+    record = await hub_of(request).store.take(logout_key(state)) if 0 < len(state) < 128 else None
+    if record is None:
+        raise InvalidState(
+            "post-logout state unknown, expired or already used", public_message=refused
+        )
+    cookie = request.cookies.get(LOGOUT_COOKIE)
+    if not cookie or not hmac.compare_digest(cookie.encode(), state.encode()):
+        raise InvalidState(
+            "post-logout redirect arrived in a browser that did not start this logout",
+            public_message=refused,
+        )
+    if record.get("connection") != connection_id:
+        raise InvalidState(
+            f"logout was started for {record.get('connection')!r}, came back for {connection_id!r}",
+            public_message=refused,
+        )
+    return record
 
 
 async def test_login(request: Request) -> Response:
@@ -175,6 +242,7 @@ routes = [
     Route("/callback/{connection_id}", callback, methods=["GET", "POST"]),
     Route("/saml/{connection_id}/metadata", sp_metadata, methods=["GET"]),
     Route("/saml/{connection_id}/slo", single_logout, methods=["GET", "POST"]),
+    Route("/logout/{connection_id}/done", logout_done, methods=["GET"]),
     Route("/admin/test-login/{connection_id}", test_login, methods=["GET"]),
     *otp.routes,  # the one-time-code connection's own pages
 ]

@@ -30,7 +30,16 @@ public key's PEM); ``next_userinfo_sub(sub)``. Also: ``rotate_signing_key()``,
 ``metadata_overrides`` (patch the discovery document), ``network_error`` (an
 ``httpx.TransportError`` raised for every request while set), ``authorize_error`` (answer
 the next authorization request with this OAuth error) and ``hits`` (request counts by
-route name: ``"discovery"``, ``"authorize"``, ``"token"``, ``"userinfo"``, ``"jwks"``).
+route name: ``"discovery"``, ``"authorize"``, ``"token"``, ``"userinfo"``, ``"jwks"``,
+``"end_session"``).
+
+RP-Initiated Logout 1.0 (opt-in: ``end_session=True`` advertises ``end_session_endpoint``):
+``/end_session`` checks ``id_token_hint`` (signed by this IdP for this client; expiry
+ignored, §2), ``client_id`` and ``post_logout_redirect_uri`` (exact match against
+``post_logout_redirect_uris`` when given; with neither hint nor client_id it is refused),
+ends the IdP session of the hinted user and redirects there with ``state``. ``signed_in``
+holds the subjects with an IdP session (added at ``/authorize``), ``end_session_requests``
+the parameters of each call.
 """
 
 from __future__ import annotations
@@ -127,6 +136,8 @@ class FakeOidcProvider:
         profile_in_id_token: bool = True,
         userinfo: bool = True,
         iss_in_response: bool = True,
+        end_session: bool = False,
+        post_logout_redirect_uris: Iterable[str] | None = None,
     ) -> None:
         self.issuer = issuer
         self.client_id = client_id
@@ -140,6 +151,12 @@ class FakeOidcProvider:
         self.profile_in_id_token = profile_in_id_token
         self.userinfo_enabled = userinfo
         self.iss_in_response = iss_in_response
+        self.end_session = end_session
+        self.post_logout_redirect_uris = (
+            None if post_logout_redirect_uris is None else set(post_logout_redirect_uris)
+        )
+        self.signed_in: set[str] = set()
+        self.end_session_requests: list[dict[str, str]] = []
         self.keys: dict[str, SigningKey] = {a: SigningKey.generate(a) for a in ("RS256", "ES256")}
         self.metadata_overrides: dict[str, Any] = {}
         self.network_error: httpx.TransportError | None = None
@@ -222,6 +239,8 @@ class FakeOidcProvider:
         }
         if self.userinfo_enabled:
             doc["userinfo_endpoint"] = f"{self.issuer}/userinfo"
+        if self.end_session:
+            doc["end_session_endpoint"] = f"{self.issuer}/end_session"
         return doc | self.metadata_overrides
 
     # --- the app -------------------------------------------------------------------------
@@ -234,6 +253,7 @@ class FakeOidcProvider:
             Route(f"{prefix}/token", self._token, methods=["POST"], name="token"),
             Route(f"{prefix}/userinfo", self._userinfo, methods=["GET", "POST"], name="userinfo"),
             Route(f"{prefix}/jwks", self._jwks, name="jwks"),
+            Route(f"{prefix}/end_session", self._end_session, name="end_session"),
         ]
 
     async def _discovery(self, request: Request) -> Response:
@@ -268,6 +288,7 @@ class FakeOidcProvider:
         if params.get("code_challenge_method") != "S256" or not params.get("code_challenge"):
             return {"error": "invalid_request", "error_description": "S256 PKCE required"}
         user = self._user(params.get("login_hint"))
+        self.signed_in.add(user.sub)
         code = secrets.token_urlsafe(24)
         self._codes[code] = _Grant(
             self.client_id,
@@ -327,6 +348,47 @@ class FakeOidcProvider:
         if self._userinfo_sub is not None:
             claims["sub"], self._userinfo_sub = self._userinfo_sub, None
         return JSONResponse(claims)
+
+    async def _end_session(self, request: Request) -> Response:
+        self.hits["end_session"] += 1
+        params = dict(request.query_params)
+        self.end_session_requests.append(params)
+        if not self.end_session:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        hint, client_id = params.get("id_token_hint"), params.get("client_id")
+        sub: str | None = None
+        if hint:
+            try:
+                claims = jwt.decode(
+                    hint,
+                    self.keys[self.alg].private_key.public_key(),
+                    algorithms=[self.alg],
+                    audience=self.client_id,
+                    issuer=self.issuer,
+                    options={"verify_exp": False},
+                )
+            except jwt.InvalidTokenError as exc:
+                return JSONResponse({"error": "invalid id_token_hint: " + str(exc)}, 400)
+            sub = str(claims["sub"])
+        if client_id is not None and client_id != self.client_id:
+            return JSONResponse({"error": "client_id mismatch"}, status_code=400)
+        target = params.get("post_logout_redirect_uri")
+        if target is not None:
+            if hint is None and client_id is None:
+                return JSONResponse({"error": "unidentified client"}, status_code=400)
+            registered = self.post_logout_redirect_uris
+            if registered is not None and target not in registered:
+                return JSONResponse({"error": "unregistered post_logout_redirect_uri"}, 400)
+        if sub is not None:
+            self.signed_in.discard(sub)
+        else:  # no hint: a real IdP asks the user; the fake ends every session
+            self.signed_in.clear()
+        if target is None:
+            return Response("signed out", media_type="text/plain")
+        back = {"state": params["state"]} if "state" in params else {}
+        separator = "&" if "?" in target else "?"
+        location = f"{target}{separator}{urlencode(back)}" if back else target
+        return RedirectResponse(location, status_code=302)
 
     # --- ID tokens -----------------------------------------------------------------------
 
