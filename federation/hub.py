@@ -91,6 +91,7 @@ class Hub:
     _loaded: bool = False
     _watcher: asyncio.Task[None] | None = None
     _lifecycle: asyncio.Task[None] | None = None
+    _retries: asyncio.Task[None] | None = None
     _load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
@@ -118,6 +119,10 @@ class Hub:
         await self.ready()
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="isthmus-registry-watch")
+        if self._retries is None:
+            self._retries = asyncio.create_task(
+                self.backchannel.run_retries(), name="isthmus-backchannel-retries"
+            )
         if self._lifecycle is None and self.base_settings.lifecycle.enabled:
             from federation.admin import lifecycle  # the jobs use the admin service
 
@@ -240,12 +245,12 @@ class Hub:
     async def aclose(self) -> None:
         """Release what the hub holds: the registry watcher, back-channel deliveries under
         way and their HTTP pool, connectors' HTTP pools, then the stores."""
-        for task in (self._watcher, self._lifecycle):
+        for task in (self._watcher, self._lifecycle, self._retries):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._watcher = self._lifecycle = None
+        self._watcher = self._lifecycle = self._retries = None
         await self.backchannel.aclose()
         for _, connector in self._connectors.values():
             if isinstance(connector, ClosableConnector):

@@ -15,6 +15,14 @@ the session manager's synchronous end hook; it starts an asyncio task and return
 delivery has a bounded timeout; every outcome is audited (``oidc.backchannel_logout``
 with the client and ``success``/``failure``) and failures are logged — a receiver that is
 down never blocks or fails a logout.
+
+A delivery that failed for a reason that may pass (no answer, a connection error, a 5xx
+or 429) is retried: the hub keeps it in the shared store (``oidc:bcl-retry:…``, indexed
+in one set) and :meth:`BackchannelSender.retry_due` — run every few seconds by the hub —
+sends a fresh logout token (new ``jti``, ``iat``, ``exp``) after 10 s, 1 min, 5 min,
+30 min and 2 h, then gives up (audited ``gave_up``). One replica sends each retry (it
+claims the attempt with ``add_once``). A receiver's 4xx (it read the token and refused
+it) is not retried.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 import httpx
 
 from federation.audit import Audit
+from federation.identity import FederatedIdentity
 from federation.jose import sign
 from federation.keys import KeyManager
 from federation.registry import Registry
@@ -41,12 +50,26 @@ TOKEN_TYPE = "logout+jwt"
 TOKEN_TTL = 120  # seconds; receivers check exp, a logout token is used at once
 DEFAULT_TIMEOUT = 5.0  # seconds per delivery, connect included
 MAX_IN_FLIGHT = 20  # deliveries at once (a partner suspension may end many sessions)
+# Seconds before retry 1, 2, ... of a failed delivery; then it is given up.
+RETRY_DELAYS = (10.0, 60.0, 300.0, 1800.0, 7200.0)
+RETRY_POLL_SECONDS = 5.0
+_RETRIES = "oidc:bcl-retries"
+_RETRY_TTL = sum(RETRY_DELAYS) + 3600.0  # a record outlives its last attempt
 
 _log = logging.getLogger("isthmus.oidc.backchannel")
 
 
 def _sid_clients(sid: str) -> str:
     return f"oidc:sid-clients:{sid}"
+
+
+def _retry_key(client_id: str, sid: str) -> str:
+    return f"oidc:bcl-retry:{client_id}:{sid}"
+
+
+def _retryable(status: int | None) -> bool:
+    """No answer, or an answer saying "later" (5xx, 429); a 4xx is the receiver's verdict."""
+    return status is None or status >= 500 or status == 429
 
 
 def record_client(client: ClientSettings, sid: str, ttl: float) -> list[SetAdd]:
@@ -144,23 +167,32 @@ class BackchannelSender:
                 client = self.registry.client(client_id)
                 if client is not None and client.backchannel_logout_uri is not None:
                     jobs.append((client, session))
+        return await self._deliver_all([(client, session, 0) for client, session in jobs])
+
+    async def _deliver_all(
+        self, jobs: Sequence[tuple[ClientSettings, EndedSession, int]]
+    ) -> list[dict[str, Any]]:
+        """Deliver (client, session, attempt) jobs, at most MAX_IN_FLIGHT at once."""
         if not jobs:
             return []
         gate = asyncio.Semaphore(MAX_IN_FLIGHT)
 
-        async def one(client: ClientSettings, session: EndedSession) -> dict[str, Any]:
+        async def one(client: ClientSettings, session: EndedSession, attempt: int) -> Any:
             async with gate:
-                return await self.deliver(client, session)
+                return await self.deliver(client, session, attempt)
 
-        return list(await asyncio.gather(*(one(c, s) for c, s in jobs)))
+        return list(await asyncio.gather(*(one(*job) for job in jobs)))
 
     def logout_token(self, client_id: str, session: EndedSession) -> str:
         key = self.keys.keys.current
         claims = logout_token_claims(self.issuer, client_id, session, int(self.clock()))
         return sign(claims, key.private_key, key.alg, key.kid, typ=TOKEN_TYPE)
 
-    async def deliver(self, client: ClientSettings, session: EndedSession) -> dict[str, Any]:
-        """POST one logout token (§2.5); never raises — the outcome is audited."""
+    async def deliver(
+        self, client: ClientSettings, session: EndedSession, attempt: int = 0
+    ) -> dict[str, Any]:
+        """POST one logout token (§2.5); never raises — the outcome is audited, and a
+        failure that may pass is queued for a retry (``attempt``: retries so far)."""
         assert client.backchannel_logout_uri is not None
         status: int | None = None
         reason: str | None = None
@@ -181,6 +213,7 @@ class BackchannelSender:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # a delivery must never break anything else
             reason = f"{type(exc).__name__}: {exc}"
+        retry_in: float | None = None
         if reason is not None:
             _log.warning(
                 "back-channel logout to client %s (sid %s) failed: %s",
@@ -188,6 +221,9 @@ class BackchannelSender:
                 session.sid,
                 reason,
             )
+            if _retryable(status) and attempt < len(RETRY_DELAYS):
+                retry_in = RETRY_DELAYS[attempt]
+                await self._queue_retry(client.client_id, session, attempt + 1, retry_in)
         return self.audit.emit(
             "oidc.backchannel_logout",
             outcome="failure" if reason else "success",
@@ -196,7 +232,60 @@ class BackchannelSender:
             sid=session.sid,
             status=status,
             reason=reason,
+            attempt=attempt + 1,
+            retry_in=retry_in,
+            gave_up=True if reason is not None and retry_in is None else None,
         )
+
+    # --- retries ------------------------------------------------------------------------
+
+    async def _queue_retry(
+        self, client_id: str, session: EndedSession, attempt: int, delay: float
+    ) -> None:
+        record = {
+            "client": client_id,
+            "sid": session.sid,
+            "identity": session.identity.to_dict(),
+            "attempt": attempt,
+            "due": self.clock() + delay,
+        }
+        key = _retry_key(client_id, session.sid)
+        try:
+            await self.store.write_many([(key, record, _RETRY_TTL)], [(_RETRIES, key, _RETRY_TTL)])
+        except Exception as exc:  # the store is down: the retry is lost, say so
+            _log.warning("back-channel logout retry for %s not queued: %s", key, exc)
+
+    async def retry_due(self) -> list[dict[str, Any]]:
+        """Send the queued retries that are due (one replica each); their audit records."""
+        now = self.clock()
+        due: list[tuple[ClientSettings, EndedSession, int]] = []
+        for key in sorted(await self.store.set_members(_RETRIES)):
+            record = await self.store.get(key)
+            if record is None:
+                await self.store.set_remove(_RETRIES, key)
+                continue
+            if float(record["due"]) > now:
+                continue
+            attempt = int(record["attempt"])
+            if not await self.store.add_once(f"{key}:attempt:{attempt}", _RETRY_TTL):
+                continue  # another replica took this attempt
+            await self.store.delete(key)
+            await self.store.set_remove(_RETRIES, key)
+            client = self.registry.client(str(record["client"]))
+            if client is None or client.backchannel_logout_uri is None:
+                continue  # the client is gone, or no longer asks to be told
+            identity = FederatedIdentity.from_dict(record["identity"])
+            due.append((client, EndedSession(str(record["sid"]), identity), attempt))
+        return await self._deliver_all(due)
+
+    async def run_retries(self, interval: float = RETRY_POLL_SECONDS) -> None:
+        """The hub's loop: :meth:`retry_due` every ``interval`` seconds, forever."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.retry_due()
+            except Exception as exc:  # a store outage: try again next round
+                _log.warning("back-channel logout retries skipped: %s", exc)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from federation.oidc.backchannel import EVENT, BackchannelSender
+from federation.oidc.backchannel import EVENT, RETRY_DELAYS, BackchannelSender
 from federation.settings import ClientSettings, SamlConnectionSettings, Settings
 from federation.web.app import create_app
+from tests.fakes.clock import FakeClock
 from tests.fakes.saml_idp import FakeSamlIdP, SamlUser
 from tests.oidc.support import (
     ISSUER,
@@ -51,7 +52,8 @@ class Receiver:
     """Every back-channel URI of the test clients, in one in-process app."""
 
     received: list[dict[str, Any]] = field(default_factory=list)
-    # URL → behaviour: "ok" (200), "error" (503), "hang" (never answers in time)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # URL → behaviour: "ok" (200), "error" (503), "refuse" (400), "hang" (no answer in time)
     behaviour: dict[str, str] = field(default_factory=dict)
 
     def app(self) -> Starlette:
@@ -67,7 +69,8 @@ class Receiver:
             mode = self.behaviour.get(str(request.url), "ok")
             if mode == "hang":
                 await asyncio.sleep(30)
-            return Response(status_code=503 if mode == "error" else 200)
+            self.arrived.set()
+            return Response(status_code={"error": 503, "refuse": 400}.get(mode, 200))
 
         return Starlette(routes=[Route("/{path:path}", logout, methods=["POST"])])
 
@@ -120,7 +123,7 @@ async def env(receiver: Receiver) -> AsyncIterator[Env]:
     await made.hub.aclose()
 
 
-def _mount(env: Env, receiver: Receiver) -> None:
+def _mount(env: Env, receiver: Receiver, clock: Callable[[], float] | None = None) -> None:
     hub = env.hub
     hub.backchannel = BackchannelSender(
         hub.issuer,
@@ -128,7 +131,7 @@ def _mount(env: Env, receiver: Receiver) -> None:
         hub.store,
         hub.keys,
         hub.audit,
-        clock=hub.clock,
+        clock=clock or hub.clock,
         timeout=TIMEOUT,
         transport=httpx.ASGITransport(app=receiver.app()),
     )
@@ -431,3 +434,106 @@ async def test_no_event_loop_means_no_crash(caplog: pytest.LogCaptureFixture) ->
     # called outside a running loop (a synchronous tool ending sessions): logged, skipped
     await asyncio.to_thread(made.hub.backchannel.sessions_ended, [])
     assert "no event loop" in caplog.text
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock(env: Env, receiver: Receiver) -> FakeClock:
+    """The sender on a clock the tests move (the retry schedule is in seconds of it)."""
+    made = FakeClock(time.time())
+    _mount(env, receiver, made)
+    return made
+
+
+async def test_a_receiver_that_is_down_is_told_again_later(
+    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
+) -> None:
+    clock.advance(-RETRY_DELAYS[0])  # so that the retry's token is issued "now" (verified below)
+    receiver.behaviour[ORDERS_BC] = "error"
+    await confidential_tokens(browser)
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    (failed,) = backchannel_events(env)
+    assert (failed["outcome"], failed["attempt"], failed["retry_in"]) == ("failure", 1, 10.0)
+
+    assert await env.hub.backchannel.retry_due() == []  # not due yet
+    receiver.behaviour[ORDERS_BC] = "ok"
+    clock.advance(RETRY_DELAYS[0])
+    (retried,) = await env.hub.backchannel.retry_due()
+    assert (retried["outcome"], retried["attempt"], retried["status"]) == ("success", 2, 200)
+    first, second = receiver.tokens_for(ORDERS_BC)
+    claims = [await verify_logout_token(env.http, t, "orders") for t in (first, second)]
+    assert claims[0]["sid"] == claims[1]["sid"] and claims[0]["sub"] == claims[1]["sub"]
+    assert claims[0]["jti"] != claims[1]["jti"]  # a fresh token, not a replay
+    clock.advance(max(RETRY_DELAYS))
+    assert await env.hub.backchannel.retry_due() == []  # delivered: nothing left
+
+
+async def test_retries_give_up_after_the_schedule(
+    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
+) -> None:
+    receiver.behaviour[ORDERS_BC] = "error"
+    await confidential_tokens(browser)
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    for delay in RETRY_DELAYS:
+        clock.advance(delay)
+        (event,) = await env.hub.backchannel.retry_due()
+        assert event["outcome"] == "failure"
+    assert event["gave_up"] is True and "retry_in" not in event
+    assert event["attempt"] == len(RETRY_DELAYS) + 1
+    clock.advance(max(RETRY_DELAYS))
+    assert await env.hub.backchannel.retry_due() == []
+    assert len(receiver.tokens_for(ORDERS_BC)) == len(RETRY_DELAYS) + 1
+
+
+async def test_a_receiver_that_refuses_the_token_is_not_asked_again(
+    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
+) -> None:
+    receiver.behaviour[ORDERS_BC] = "refuse"  # 400: it read the token and said no
+    await confidential_tokens(browser)
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    (event,) = backchannel_events(env)
+    assert event["status"] == 400 and event["gave_up"] is True
+    clock.advance(max(RETRY_DELAYS))
+    assert await env.hub.backchannel.retry_due() == []
+
+
+async def test_one_replica_sends_each_retry(
+    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
+) -> None:
+    receiver.behaviour[ORDERS_BC] = "error"
+    await confidential_tokens(browser)
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    receiver.behaviour[ORDERS_BC] = "ok"
+    other = BackchannelSender(  # a second replica on the same store
+        env.hub.issuer, env.hub.registry, env.hub.store, env.hub.keys, env.hub.audit,
+        clock=clock, timeout=TIMEOUT, transport=httpx.ASGITransport(app=receiver.app()),
+    )  # fmt: skip
+    clock.advance(RETRY_DELAYS[0])
+    done = await asyncio.gather(env.hub.backchannel.retry_due(), other.retry_due())
+    assert sorted(len(d) for d in done) == [0, 1]
+    assert len(receiver.tokens_for(ORDERS_BC)) == 2  # the first try and one retry
+    await other.aclose()
+
+
+async def test_the_hub_runs_the_retries_itself(
+    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
+) -> None:
+    receiver.behaviour[ORDERS_BC] = "error"
+    await confidential_tokens(browser)
+    await hub_logout(env)
+    await env.hub.backchannel.drain()
+    receiver.behaviour[ORDERS_BC] = "ok"
+    receiver.arrived.clear()
+    clock.advance(RETRY_DELAYS[0])
+    loop = asyncio.create_task(env.hub.backchannel.run_retries(interval=0))
+    try:
+        await asyncio.wait_for(receiver.arrived.wait(), timeout=10)
+    finally:
+        loop.cancel()
+    assert len(receiver.tokens_for(ORDERS_BC)) == 2
