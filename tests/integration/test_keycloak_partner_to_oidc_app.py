@@ -141,7 +141,13 @@ def oidc_client(keycloak_peer: KeycloakPeer, ports: Ports) -> Iterator[OidcClien
             "serviceAccountsEnabled": False,
             "redirectUris": [ports.hub_callback(OIDC_PARTNER.connection_id)],
             "webOrigins": [],
-            "attributes": {"pkce.code.challenge.method": "S256"},
+            "attributes": {
+                "pkce.code.challenge.method": "S256",
+                # RP-initiated logout: Keycloak sends the browser back to the hub
+                "post.logout.redirect.uris": (
+                    f"{ports.hub_url}/logout/{OIDC_PARTNER.connection_id}/done"
+                ),
+            },
         }
     )
     try:
@@ -589,15 +595,14 @@ def test_logout_at_the_hub(
         again = browser.get(f"{hub.url}/login")
         to_keycloak(browser, again, f"alice@{spec.domain}", spec, keycloak_peer)
     else:
-        # OIDC partners: the hub does not end Keycloak's session (docs/keycloak.md), so the
-        # next sign-in through the hub passes Keycloak without its login form
-        assert kc_session in kc_sessions
-        assert not any(keycloak_peer.base_url in str(r.url) for r in hops)
+        # OIDC partners: RP-initiated logout (id_token_hint) ended Keycloak's session too,
+        # and Keycloak sent the browser back to the hub's done page
+        to_kc = next(r for r in hops if "/protocol/openid-connect/logout" in str(r.url))
+        assert "id_token_hint=" in str(to_kc.url) and "state=" in str(to_kc.url)
+        assert any(r.url.path.endswith(f"/logout/{spec.connection_id}/done") for r in hops)
+        assert kc_session not in kc_sessions, hops
         again = browser.get(f"{hub.url}/login")
-        landing = browser.submit(again, {"email": f"alice@{spec.domain}"}, form_id="login-form")
-        assert any(keycloak_peer.base_url in str(r.url) for r in browser.history)
-        assert not any('id="kc-form-login"' in r.text for r in browser.history)
-        assert str(landing.url) == f"{hub.url}/" and "You are signed in" in landing.text
+        to_keycloak(browser, again, f"alice@{spec.domain}", spec, keycloak_peer)
 
 
 def keycloak_session_of(identity: dict[str, Any]) -> str:
