@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from federation.admin.catalog import GrantSpec
-from federation.admin.documents import Spec, VersionConflict, Write
+from federation.admin.documents import Document, Spec, VersionConflict, Write
 from federation.admin.reviews import (
     LapseSpec,
     LineDecision,
@@ -134,6 +134,21 @@ async def review(service: AdminService, actor: Actor, review_id: str) -> Review:
     if not may_read(actor, hub.registry.partner(spec.partner_id)):
         raise Forbidden(f"{actor.name} ({actor.role.value}) may not read review {review_id}")
     return Review(doc.id, doc.version, spec)
+
+
+async def lapses(service: AdminService, actor: Actor) -> list[Document]:
+    """The lapses ``actor`` may read (as :func:`reviews`: admins and auditors all, a
+    sponsor those of the partners they sponsor, partner admins none), newest first."""
+    hub = service.hub
+    await hub.ready()
+    if actor.role is Role.partner_admin:
+        raise Forbidden(f"{actor.name} may not read lapses")
+    found = []
+    for doc in await hub.documents.documents("lapse"):
+        spec = LapseSpec.model_validate(doc.spec)
+        if may_read(actor, hub.registry.partner(spec.partner_id)):
+            found.append((spec.since, doc))
+    return [doc for _, doc in sorted(found, key=lambda pair: (pair[0], pair[1].id), reverse=True)]
 
 
 async def lapse(service: AdminService, lapse_id: str) -> LapseSpec | None:

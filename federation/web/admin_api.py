@@ -34,23 +34,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from federation.admin import review_service, signup_service
 from federation.admin.auth import authenticate
 from federation.admin.catalog import ID_FIELDS, GrantSpec, InvalidDocuments, Problem
 from federation.admin.documents import Change, Document
 from federation.admin.domains import challenge_name, challenge_value
-from federation.admin.service import Actor, AdminService, Forbidden, redact
+from federation.admin.review_service import Review
+from federation.admin.reviews import LapseSpec, ReviewSpec
+from federation.admin.service import Actor, AdminService, DocumentNotFound, Forbidden, redact
+from federation.admin.signups import SignupSpec, SignupStatus
 from federation.admin.tokens import Role
 from federation.audit import AuditQuery
 from federation.errors import CsrfError, InvalidRequest, IsthmusError
 from federation.hub import Hub
+from federation.mail import SmtpMailer
 from federation.sessions import SessionSummary
 from federation.settings import AppSettings, ClientSettings, PartnerSettings, PartnerStatus
 from federation.web import csrf
@@ -61,13 +66,19 @@ AUDIT_LIMIT = 1000  # GET /audit answers at most this many events
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
-# Sponsors use the console, and of the API only /me and the grants of the partners they
-# sponsor (in their hub session: no token is a sponsor); everyone else, the API.
+# Sponsors use the console, and of the API only /me, the grants, sign-up requests, access
+# reviews and lapses of the partners they sponsor or the requests naming them (in their
+# hub session: no token is a sponsor); everyone else, the API.
 ALL_ROLES = frozenset(Role) - {Role.sponsor}
 READERS = frozenset({Role.admin, Role.auditor})
 ADMINS = frozenset({Role.admin})
 GRANT_READERS = frozenset({Role.admin, Role.auditor, Role.sponsor})
 GRANTORS = frozenset({Role.admin, Role.sponsor})
+# Sign-up requests, reviews and lapses: read by admins, auditors and sponsors (the services
+# scope a sponsor's reads), decided by admins and sponsors (the services' may_decide
+# checks who exactly: the named sponsor, a partner's sponsor). Partner admins: none.
+SPONSOR_READERS = GRANT_READERS
+DECIDERS = GRANTORS
 ME_ROLES = frozenset(Role)
 PARTNER_WRITERS = frozenset({Role.admin, Role.partner_admin})
 
@@ -180,6 +191,43 @@ class GrantCreate(Body):
     reason: str = Field(default="", max_length=500)
 
 
+class SignupApproval(Body):
+    """The named sponsor approves: a subset of the apps asked for, until a date."""
+
+    apps: list[str] = Field(description="the apps approved: a subset of those asked for")
+    until: datetime = Field(
+        description="the end of the access; timezone required, at most signup.max_grant_days ahead"
+    )
+    note: str = Field(default="", max_length=1000)
+
+
+class SignupRefusal(Body):
+    note: str = Field(default="", max_length=1000, description="told to the requester")
+
+
+class ReviewConfirmation(Body):
+    """Lines by their position in the review's ``spec.lines`` (from 0), or every pending
+    line with ``all``."""
+
+    lines: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(
+        default=None, description="positions in spec.lines (from 0)"
+    )
+    all: bool = Field(default=False, description="every line still pending")
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.all and self.lines is not None:
+            return [("lines", "give lines or all: true, not both")]
+        if not self.all and not self.lines:
+            return [("lines", "give the lines to confirm (their positions), or all: true")]
+        return []
+
+
+class LapseRestore(Body):
+    apps: list[str] | None = Field(
+        default=None, min_length=1, description="the apps to restore (default: all of them)"
+    )
+
+
 class Inspection(Body):
     """A partner IdP to look at before trusting it: OIDC discovery, or SAML metadata."""
 
@@ -225,6 +273,39 @@ class ApiTokenView(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     created_by: str = ""
+
+
+class SignupView(SignupSpec):
+    """A sign-up request's document as answered (its link hash masked)."""
+
+    secret_sha256: str | None = Field(default=None, description="always masked")
+
+
+class ReviewView(BaseModel):
+    """An access review: its lines are confirmed by position in ``spec.lines``."""
+
+    kind: Literal["review"] = "review"
+    id: str
+    version: int
+    state: Literal["open", "closing", "closed"] = Field(
+        description="open: lines may be confirmed; closing: the window has ended and the "
+        "lifecycle job has not closed it yet; closed: unconfirmed lines lapsed"
+    )
+    spec: ReviewSpec
+
+
+class ApprovalView(BaseModel):
+    signup: DocumentView = Field(description="the request, approved")
+    partner_id: str
+    grant_id: str
+    partner_created: bool = Field(
+        description="a partner was created for the company (or one waiting for its domain "
+        "proof reused)"
+    )
+    domain_pending: bool = Field(
+        description="the requester's domain waits for its DNS proof (they were mailed it)"
+    )
+    valid_until: datetime
 
 
 class ChangeView(BaseModel):
@@ -383,6 +464,7 @@ class Endpoint:
     if_match: bool = False  # a write against a version: If-Match (or body version)
     spec_kind: str | None = None  # a document kind: its spec schema in body and answer
     public: bool = False  # no authentication (the OpenAPI document)
+    conflicts: bool = False  # may answer 409 (besides If-Match writes and POSTs)
 
 
 def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -763,6 +845,146 @@ async def revoke_grant(call: Call) -> Response:
     return _empty()
 
 
+# ---------------------------------------------------------------------- sign-up requests
+
+
+def _one_of(name: str, raw: str | None, known: list[str]) -> str | None:
+    """A query parameter that must be one of ``known`` (400 naming it otherwise)."""
+    if raw is None:
+        return None
+    if raw not in known:
+        raise InvalidInput("query", [(name, f"one of {', '.join(known)}")], status=400)
+    return raw
+
+
+async def list_signups(call: Call) -> Response:
+    status = _one_of(
+        "status", call.request.query_params.get("status"), [s.value for s in SignupStatus]
+    )
+    found = await signup_service.requests(call.service, call.actor)
+    return _items([_view(d) for d, spec in found if status is None or spec.status == status])
+
+
+async def get_signup(call: Call) -> Response:
+    doc, _ = await signup_service.request(call.service, call.actor, call.param("id"))
+    return _document(doc)
+
+
+async def approve_signup(call: Call) -> Response:
+    body, signup_id = call.parsed(SignupApproval), call.param("id")
+    hub = hub_of(call.request)
+    approval = await signup_service.approve(
+        call.service,
+        call.actor,
+        signup_id,
+        apps=body.apps,
+        until=body.until,
+        note=body.note,
+        mailer=SmtpMailer(hub.settings.smtp),
+    )
+    doc, _ = await signup_service.request(call.service, call.actor, signup_id)
+    view = ApprovalView(
+        signup=DocumentView.model_validate(_view(doc)),
+        partner_id=approval.partner_id,
+        grant_id=approval.grant_id,
+        partner_created=approval.created,
+        domain_pending=approval.waiting,
+        valid_until=approval.valid_until,
+    )
+    return _json(view.model_dump(mode="json"))
+
+
+async def refuse_signup(call: Call) -> Response:
+    body = call.parsed(SignupRefusal)
+    hub = hub_of(call.request)
+    doc = await signup_service.refuse(
+        call.service, call.actor, call.param("id"), note=body.note,
+        mailer=SmtpMailer(hub.settings.smtp),
+    )  # fmt: skip
+    return _document(doc)
+
+
+# ---------------------------------------------------------------------- access reviews
+
+
+def _review(item: Review, now: datetime) -> dict[str, Any]:
+    spec = item.spec
+    state = "closed" if spec.closed_at is not None else "open" if spec.is_open(now) else "closing"
+    return {
+        "kind": "review",
+        "id": item.id,
+        "version": item.version,
+        "state": state,
+        "spec": spec.model_dump(mode="json", exclude_none=True),
+    }
+
+
+def _now(call: Call) -> datetime:
+    return datetime.fromtimestamp(hub_of(call.request).clock(), UTC)
+
+
+async def list_reviews(call: Call) -> Response:
+    query = call.request.query_params
+    partner = query.get("partner")
+    still_open = _one_of("open", query.get("open"), ["true", "false"])
+    found = await review_service.reviews(call.service, call.actor)
+    now = _now(call)
+    return _items([
+        _review(r, now)
+        for r in found
+        if (partner is None or r.spec.partner_id == partner)
+        and (still_open is None or (r.spec.closed_at is None) == (still_open == "true"))
+    ])  # fmt: skip
+
+
+async def get_review(call: Call) -> Response:
+    item = await review_service.review(call.service, call.actor, call.param("id"))
+    return _json(_review(item, _now(call)), headers={"ETag": f'"{item.version}"'})
+
+
+async def confirm_review(call: Call) -> Response:
+    body, review_id = call.parsed(ReviewConfirmation), call.param("id")
+    if body.problems():
+        raise InvalidInput("body", body.problems())
+    before = await review_service.review(call.service, call.actor, review_id)
+    count = len(before.spec.lines)
+    if body.all:
+        lines = [i for i, line in enumerate(before.spec.lines) if line.decision == "pending"]
+    else:
+        lines = body.lines or []
+        bad = [(f"lines.{n}", f"no line {i}: the review has {count} (from 0)")
+               for n, i in enumerate(lines) if i >= count]  # fmt: skip
+        if bad:
+            raise InvalidInput("body", bad)
+    after = await review_service.confirm(call.service, call.actor, review_id, lines)
+    return _json(_review(after, _now(call)), headers={"ETag": f'"{after.version}"'})
+
+
+async def list_lapses(call: Call) -> Response:
+    partner = call.request.query_params.get("partner")
+    found = await review_service.lapses(call.service, call.actor)
+    return _items([_view(d) for d in found if partner is None or d.spec["partner_id"] == partner])
+
+
+async def restore_lapse(call: Call) -> Response:
+    """Lift a lapse (for some of its apps, or all): the policy decides again."""
+    body, lapse_id = call.parsed(LapseRestore), call.param("id")
+    hub = hub_of(call.request)
+    current = await review_service.lapse(call.service, lapse_id)
+    if current is None:
+        raise DocumentNotFound(f"no lapse/{lapse_id}")
+    if not review_service.may_decide(call.actor, hub.registry.partner(current.partner_id)):
+        # Refused before the body is looked at: a 422 would tell which apps were lost.
+        raise Forbidden(f"{call.actor.name} ({call.actor.role.value}) may not restore {lapse_id}")
+    apps = body.apps if body.apps is not None else list(current.apps)
+    bad = [(f"apps.{n}", f"{app!r} is not lapsed here (lapsed: {', '.join(current.apps)})")
+           for n, app in enumerate(apps) if app not in current.apps]  # fmt: skip
+    if bad:
+        raise InvalidInput("body", bad)
+    await review_service.restore(call.service, call.actor, lapse_id, apps)
+    return _empty()
+
+
 # ---------------------------------------------------------------------- tokens and me
 
 
@@ -890,7 +1112,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/history", "registry_history", registry_history,
              "Recorded changes of the registry, newest first (secrets masked)", "registry",
              answer=ChangeView, many=True,
-             query=(Param("kind", "partner, app, client, policy, api_token or grant"),
+             query=(Param("kind", "partner, app, client, policy, api_token, grant, "
+                          "signup, review or lapse"),
                     Param("id", "a document id"), _LIMIT)),
     Endpoint("GET", "/audit", "audit", audit, "Search the audit trail, newest first", "audit",
              answer=AuditEvent, many=True, query=_AUDIT_PARAMS),
@@ -910,6 +1133,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              GRANT_READERS, answer=DocumentView, spec_kind="grant"),
     Endpoint("DELETE", "/grants/{id}", "revoke_grant", revoke_grant,
              "Revoke a grant (it ends now)", "grants", GRANTORS, status=204),
+    Endpoint("GET", "/signups", "list_signups", list_signups,
+             "List the sign-up requests, newest first (a sponsor: those naming them)",
+             "signups", SPONSOR_READERS, answer=DocumentView, many=True, spec_kind="signup",
+             query=(Param("status", "pending, approved, refused or expired",
+                          {"type": "string", "enum": [s.value for s in SignupStatus]}),)),
+    Endpoint("GET", "/signups/{id}", "get_signup", get_signup,
+             "Read a sign-up request (a sponsor: one naming them)", "signups",
+             SPONSOR_READERS, answer=DocumentView, spec_kind="signup"),
+    Endpoint("POST", "/signups/{id}/approve", "approve_signup", approve_signup,
+             "Approve a pending request: only the sponsor it names (a person's session, "
+             "never a token). Grants the apps until the date; extends or creates the "
+             "partner", "signups", DECIDERS, body=SignupApproval, answer=ApprovalView),
+    Endpoint("POST", "/signups/{id}/refuse", "refuse_signup", refuse_signup,
+             "Refuse a pending request: only the sponsor it names", "signups", DECIDERS,
+             body=SignupRefusal, body_optional=True, answer=DocumentView, spec_kind="signup"),
+    Endpoint("GET", "/reviews", "list_reviews", list_reviews,
+             "List the access reviews, newest first (a sponsor: of the partners they "
+             "sponsor)", "reviews", SPONSOR_READERS, answer=ReviewView, many=True,
+             query=(Param("partner", "the reviews of one partner"),
+                    Param("open", "true: not closed yet; false: closed",
+                          {"type": "string", "enum": ["true", "false"]}))),
+    Endpoint("GET", "/reviews/{id}", "get_review", get_review, "Read an access review",
+             "reviews", SPONSOR_READERS, answer=ReviewView),
+    Endpoint("POST", "/reviews/{id}/confirm", "confirm_review", confirm_review,
+             "Confirm lines of an open review (by position), or all pending ones: the "
+             "partner's sponsors and admins", "reviews", DECIDERS,
+             body=ReviewConfirmation, answer=ReviewView),
+    Endpoint("GET", "/lapses", "list_lapses", list_lapses,
+             "List the lapses: who is kept out of which apps after a review (a sponsor: "
+             "of the partners they sponsor)", "reviews", SPONSOR_READERS,
+             answer=DocumentView, many=True, spec_kind="lapse",
+             query=(Param("partner", "the lapses of one partner"),)),
+    Endpoint("DELETE", "/lapses/{id}", "restore_lapse", restore_lapse,
+             "Restore access: lift a lapse for some of its apps, or all (the partner's "
+             "sponsors and admins)", "reviews", DECIDERS, body=LapseRestore,
+             body_optional=True, status=204, conflicts=True),
     Endpoint("POST", "/tokens", "create_token", create_token,
              "Create an API token (the token is answered once)", "tokens", ADMINS,
              body=TokenCreate, answer=TokenCreated, status=201),
@@ -998,6 +1257,8 @@ _SPEC_MODELS: dict[str, tuple[str, type[BaseModel] | None]] = {
     "client": ("ClientSettings", ClientSettings),
     "api_token": ("ApiTokenView", ApiTokenView),
     "grant": ("GrantSpec", GrantSpec),
+    "signup": ("SignupView", SignupView),
+    "lapse": ("LapseSpec", LapseSpec),
     "policy": ("Policy", None),  # policies/schema.json
 }
 _ERRORS = {
@@ -1005,7 +1266,8 @@ _ERRORS = {
     401: "No session and no API token, or an unknown, expired or revoked token",
     403: "The role does not allow this, no CSRF proof, or a cross-site request",
     404: "No such document (a partner admin sees only their own partner)",
-    409: "Stale version: someone changed the document since (conflicts listed)",
+    409: "Stale version: someone changed the document since (conflicts listed); a "
+    "sign-up request already decided or expired; a review whose window has ended",
     422: "The change was refused: every problem with its dotted field (errors)",
     428: "A write without If-Match (or body version)",
 }
@@ -1046,7 +1308,8 @@ def _with_spec(base: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, An
 @cache
 def _components() -> dict[str, Any]:
     models: list[type[BaseModel]] = [
-        PartnerSettings, AppSettings, ClientSettings, ApiTokenView, GrantSpec,
+        PartnerSettings, AppSettings, ClientSettings, ApiTokenView, GrantSpec, SignupView,
+        LapseSpec,
         *{m for e in ENDPOINTS for m in (e.body, e.answer) if m is not None},
         ErrorView,
     ]  # fmt: skip
@@ -1124,11 +1387,14 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         else:
             content = {"schema": {"type": "string", "description": "one JSON event per line"}}
         success["content"] = {endpoint.media: content}
-    if endpoint.answer is DocumentView:
+    if endpoint.answer in (DocumentView, ReviewView) and not endpoint.many:
         success["headers"] = {"ETag": {"description": "the version", "schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(endpoint.status): success}
     for status in _ERRORS:
-        if status in (409, 428) and not endpoint.if_match and endpoint.method != "POST":
+        written = endpoint.if_match or endpoint.method == "POST"
+        if status == 428 and not written:
+            continue
+        if status == 409 and not (written or endpoint.conflicts):
             continue
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     operation["responses"] = responses
@@ -1169,8 +1435,9 @@ def openapi_document(cookie_name: str = "isthmus_session") -> dict[str, Any]:
             "title": "Isthmus admin API",
             "version": "1",
             "description": (
-                "Partners, apps, OIDC clients, policies, domains, sessions, API tokens and "
-                "the audit trail. See docs/admin-api.md."
+                "Partners, apps, OIDC clients, policies, domains, sessions, grants, sign-up "
+                "requests, access reviews and lapses, API tokens and the audit trail. See "
+                "docs/admin-api.md."
             ),
         },
         "paths": paths,
@@ -1192,7 +1459,8 @@ def openapi_document(cookie_name: str = "isthmus_session") -> dict[str, Any]:
                     "in": "cookie",
                     "name": cookie_name,
                     "description": "The hub's own sign-in, with an admin, auditor or "
-                    "partner-admin role",
+                    "partner-admin role (or a sponsor's: /me, grants, sign-ups, reviews, "
+                    "lapses)",
                 },
                 "csrfHeader": {
                     "type": "apiKey",
