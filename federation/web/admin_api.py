@@ -36,7 +36,7 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -212,7 +212,7 @@ class ReviewConfirmation(Body):
     lines: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(
         default=None, description="positions in spec.lines (from 0)"
     )
-    all: bool = Field(default=False, description="every line still pending")
+    all: StrictBool = Field(default=False, description="every line still pending")
 
     def problems(self) -> list[tuple[str, str]]:
         if self.all and self.lines is not None:
@@ -857,17 +857,23 @@ def _one_of(name: str, raw: str | None, known: list[str]) -> str | None:
     return raw
 
 
+def _signup(doc: Document) -> dict[str, Any]:
+    """A request's document, its spec whole (``status`` even while pending), secrets masked."""
+    spec = SignupSpec.model_validate(doc.spec).model_dump(mode="json", exclude_none=True)
+    return {**_view(doc), "spec": redact(spec)}
+
+
 async def list_signups(call: Call) -> Response:
     status = _one_of(
         "status", call.request.query_params.get("status"), [s.value for s in SignupStatus]
     )
     found = await signup_service.requests(call.service, call.actor)
-    return _items([_view(d) for d, spec in found if status is None or spec.status == status])
+    return _items([_signup(d) for d, spec in found if status is None or spec.status == status])
 
 
 async def get_signup(call: Call) -> Response:
     doc, _ = await signup_service.request(call.service, call.actor, call.param("id"))
-    return _document(doc)
+    return _json(_signup(doc), headers={"ETag": f'"{doc.version}"'})
 
 
 async def approve_signup(call: Call) -> Response:
@@ -884,7 +890,7 @@ async def approve_signup(call: Call) -> Response:
     )
     doc, _ = await signup_service.request(call.service, call.actor, signup_id)
     view = ApprovalView(
-        signup=DocumentView.model_validate(_view(doc)),
+        signup=DocumentView.model_validate(_signup(doc)),
         partner_id=approval.partner_id,
         grant_id=approval.grant_id,
         partner_created=approval.created,
@@ -901,7 +907,7 @@ async def refuse_signup(call: Call) -> Response:
         call.service, call.actor, call.param("id"), note=body.note,
         mailer=SmtpMailer(hub.settings.smtp),
     )  # fmt: skip
-    return _document(doc)
+    return _json(_signup(doc), headers={"ETag": f'"{doc.version}"'})
 
 
 # ---------------------------------------------------------------------- access reviews
