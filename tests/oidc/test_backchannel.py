@@ -324,10 +324,7 @@ async def test_a_receiver_that_is_down_is_audited_not_fatal(
 async def test_a_receiver_error_status_is_a_failure(
     browser: Browser, env: Env, receiver: Receiver
 ) -> None:
-    receiver.behaviour[ORDERS_BC] = "error"
-    await confidential_tokens(browser)
-    await hub_logout(env)
-    await env.hub.backchannel.drain()
+    await logout_while_down(browser, env, receiver)
     (event,) = backchannel_events(env)
     assert event["outcome"] == "failure" and event["status"] == 503
 
@@ -447,14 +444,19 @@ def clock(env: Env, receiver: Receiver) -> FakeClock:
     return made
 
 
-async def test_a_receiver_that_is_down_is_told_again_later(
-    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
-) -> None:
-    clock.advance(-RETRY_DELAYS[0])  # so that the retry's token is issued "now" (verified below)
+async def logout_while_down(browser: Browser, env: Env, receiver: Receiver) -> None:
+    """A session with tokens for orders ends while orders' receiver answers 503."""
     receiver.behaviour[ORDERS_BC] = "error"
     await confidential_tokens(browser)
     await hub_logout(env)
     await env.hub.backchannel.drain()
+
+
+async def test_a_receiver_that_is_down_is_told_again_later(
+    browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
+) -> None:
+    clock.advance(-RETRY_DELAYS[0])  # so that the retry's token is issued "now" (verified below)
+    await logout_while_down(browser, env, receiver)
     (failed,) = backchannel_events(env)
     assert (failed["outcome"], failed["attempt"], failed["retry_in"]) == ("failure", 1, 10.0)
 
@@ -474,10 +476,7 @@ async def test_a_receiver_that_is_down_is_told_again_later(
 async def test_retries_give_up_after_the_schedule(
     browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
 ) -> None:
-    receiver.behaviour[ORDERS_BC] = "error"
-    await confidential_tokens(browser)
-    await hub_logout(env)
-    await env.hub.backchannel.drain()
+    await logout_while_down(browser, env, receiver)
     for delay in RETRY_DELAYS:
         clock.advance(delay)
         (event,) = await env.hub.backchannel.retry_due()
@@ -505,10 +504,7 @@ async def test_a_receiver_that_refuses_the_token_is_not_asked_again(
 async def test_one_replica_sends_each_retry(
     browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
 ) -> None:
-    receiver.behaviour[ORDERS_BC] = "error"
-    await confidential_tokens(browser)
-    await hub_logout(env)
-    await env.hub.backchannel.drain()
+    await logout_while_down(browser, env, receiver)
     receiver.behaviour[ORDERS_BC] = "ok"
     other = BackchannelSender(  # a second replica on the same store
         env.hub.issuer, env.hub.registry, env.hub.store, env.hub.keys, env.hub.audit,
@@ -524,10 +520,7 @@ async def test_one_replica_sends_each_retry(
 async def test_the_hub_runs_the_retries_itself(
     browser: Browser, env: Env, receiver: Receiver, clock: FakeClock
 ) -> None:
-    receiver.behaviour[ORDERS_BC] = "error"
-    await confidential_tokens(browser)
-    await hub_logout(env)
-    await env.hub.backchannel.drain()
+    await logout_while_down(browser, env, receiver)
     receiver.behaviour[ORDERS_BC] = "ok"
     receiver.arrived.clear()
     clock.advance(RETRY_DELAYS[0])
