@@ -242,11 +242,19 @@ async def end_session(request: Request) -> Session | None:
     return ended
 
 
-async def end_session_response(request: Request, *, redirect_to: str | None = None) -> Response:
-    """End the session, clear its cookie, then go to ``redirect_to`` or the signed-out page."""
-    await end_session(request)
+async def end_session_response(
+    request: Request, *, redirect_to: str | None = None, upstream: bool = False
+) -> Response:
+    """End the session, clear its cookie, then go to ``redirect_to`` or the signed-out
+    page — with ``upstream`` (an app's RP-initiated logout) by way of the partner IdP's
+    logout first, as ``/logout`` does, ``redirect_to`` being where the hub's return from
+    the IdP ends."""
+    ended = await end_session(request)
+    chained = await _upstream_logout(request, ended, redirect_to) if upstream and ended else None
     response: Response = (
-        RedirectResponse(redirect_to, status_code=303)
+        chained
+        if chained is not None
+        else RedirectResponse(redirect_to, status_code=303)
         if redirect_to
         else render(request, "logged_out.html")
     )

@@ -304,7 +304,7 @@ async def logout(request: Request) -> Response:
         client=req.client.client_id if req.client else None,
         sid=session.sid if session else None,
     )
-    return await pages.end_session_response(request, redirect_to=req.redirect_url())
+    return await pages.end_session_response(request, redirect_to=req.redirect_url(), upstream=True)
 
 
 routes: list[BaseRoute] = [

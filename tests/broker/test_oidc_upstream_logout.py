@@ -30,6 +30,9 @@ from tests.fakes.oidc_idp import FakeOidcProvider, FakeUser
 SESSION = "isthmus_session"
 LOGOUT = "isthmus_logout"
 DONE = f"{BASE}/logout/acme-oidc/done"
+APP_CB = "https://orders.app.test/callback"
+APP_BYE = "https://orders.app.test/bye"
+APP_SECRET = "orders-secret-0123456789"
 
 
 def partner(idp: FakeOidcProvider, **connection: Any) -> dict[str, Any]:
@@ -52,8 +55,13 @@ class Env:
             post_logout_redirect_uris=[DONE],
         )
         self.audit: list[dict[str, Any]] = []
+        app = {"client_id": "orders", "client_secret": APP_SECRET, "redirect_uris": [APP_CB],
+               "post_logout_redirect_uris": [APP_BYE]}  # fmt: skip
         settings = Settings(
-            issuer=BASE, allow_insecure_http=True, partners=[partner(self.idp, **connection)]
+            issuer=BASE,
+            allow_insecure_http=True,
+            partners=[partner(self.idp, **connection)],
+            clients=[app],
         )
         self.clock = FakeClock()  # the connectors' (discovery cache)
         context = ConnectorContext(hub_base_url=BASE, mounts=self.idp.mounts(), clock=self.clock)
@@ -236,3 +244,42 @@ async def test_without_end_session_or_when_opted_out_only_the_hub_signs_out(make
         assert LOGOUT not in client.cookies
     assert env.idp.hits["end_session"] == 0 and env.idp.signed_in == {"a-1"}
     assert env.events("logout.upstream.started") == []
+
+
+async def app_id_token(client: httpx.AsyncClient) -> str:
+    """The ``orders`` app's code flow on the browser's hub session: its ID token."""
+    asked = await client.get(
+        "/oauth2/authorize",
+        params={"response_type": "code", "client_id": "orders", "redirect_uri": APP_CB,
+                "scope": "openid", "state": "s-1", "nonce": "n-1"},
+    )  # fmt: skip
+    assert asked.status_code in (302, 303), asked.text
+    code = query(asked.headers["location"])["code"]
+    tokens = await client.post(
+        "/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
+        auth=("orders", APP_SECRET),
+    )
+    assert tokens.status_code == 200, tokens.text
+    return str(tokens.json()["id_token"])
+
+
+async def test_an_apps_rp_initiated_logout_goes_through_the_idp_too(
+    client: httpx.AsyncClient, env: Env
+) -> None:
+    """An app's /oauth2/logout ends the hub session, then the partner IdP's, then lands
+    on the app's registered post-logout URI with the app's state — like /logout."""
+    cookie = await sign_in(client, env)
+    hint = await app_id_token(client)
+    leaving = await client.get(
+        "/oauth2/logout",
+        params={"id_token_hint": hint, "post_logout_redirect_uri": APP_BYE, "state": "app-1"},
+    )
+    assert await env.hub.sessions.get(cookie) is None  # the hub session first
+    assert leaving.headers["location"].startswith("https://idp.acme.test/end_session?")
+    back = await at_idp(env, leaving)
+    assert env.idp.signed_in == set()
+    done = await client.get(back)
+    assert done.status_code == 303 and done.headers["location"] == f"{APP_BYE}?state=app-1"
+    (completed,) = env.events("logout.upstream.completed")
+    assert completed["outcome"] == "success"
