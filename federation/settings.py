@@ -578,6 +578,9 @@ class AdminSettings(Strict):
     auditor_role: str = "isthmus-auditor"
     # Any partner's identity with this role administers its own partner only.
     partner_admin_role: str = "partner-admin"
+    # The ids of the apps sponsors may grant; None: any app (an app's policy still
+    # has to admit grants with `grant: valid`). Admins grant any app.
+    sponsor_apps: tuple[str, ...] | None = None
 
 
 class DnsSettings(Strict):

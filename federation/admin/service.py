@@ -46,7 +46,7 @@ from federation.admin.tokens import Role, new_token
 from federation.audit import AuditQuery
 from federation.errors import IsthmusError, NotFound
 from federation.sessions import SessionSummary, partner_sessions
-from federation.settings import PartnerSettings, PartnerStatus
+from federation.settings import PartnerSettings, PartnerStatus, Settings
 
 if TYPE_CHECKING:
     from federation.hub import Hub
@@ -436,6 +436,8 @@ class AdminService:
         if model is not None:
             problems = []
             now = datetime.fromtimestamp(self.hub.clock(), UTC)
+            if actor.role is Role.sponsor:
+                problems += _sponsor_app_problems(grant_id, model, self.hub.settings)
             if model.valid_until <= now:
                 ended = model.valid_until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
                 message = f"{ended} has passed: a grant must end later"
@@ -722,6 +724,19 @@ def _require_domain_writer(actor: Actor, partner_id: str) -> None:
     # Domain operations are open to the partner's own admins (the DNS proves the claim).
     if not (actor.role is Role.admin or actor.partner_id == partner_id):
         raise Forbidden(f"{actor.name} may not change the domains of {partner_id}")
+
+
+def _sponsor_app_problems(grant_id: str, grant: GrantSpec, settings: Settings) -> list[Problem]:
+    """The apps of a sponsor's grant outside ``admin.sponsor_apps`` (when it is set)."""
+    allowed = settings.admin.sponsor_apps
+    if allowed is None:
+        return []
+    message = "sponsors may grant only " + (", ".join(allowed) or "no app") + " (ask an admin)"
+    return [
+        Problem("grant", grant_id, f"apps.{index}", message)
+        for index, app_id in enumerate(grant.apps)
+        if app_id not in allowed
+    ]
 
 
 def _require(actor: Actor, role: Role) -> None:

@@ -199,7 +199,11 @@ def _show_form(request: Request, actor: Actor, form: GrantForm, *, status: int =
     partners = grantable(hub, actor)
     if not partners:
         raise Forbidden(f"{actor.name} ({actor.role.value}) may not grant for any partner")
-    apps = sorted(hub.settings.apps, key=lambda a: (a.name or a.id).lower())
+    listed = hub.settings.admin.sponsor_apps if actor.role is Role.sponsor else None
+    apps = sorted(
+        (a for a in hub.settings.apps if listed is None or a.id in listed),
+        key=lambda a: (a.name or a.id).lower(),
+    )
     longest = hub.settings.signup.max_grant_days if actor.role is Role.sponsor else None
     return show(
         request,

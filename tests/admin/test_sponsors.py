@@ -193,6 +193,22 @@ async def test_a_sponsors_grant_ends_within_the_maximum(service: AdminService, c
     assert [p.field for p in past.value.problems] == ["valid_until"]
 
 
+async def test_sponsors_grant_only_the_apps_admins_listed(
+    events: list[dict[str, Any]], clock: FakeClock
+) -> None:
+    settings = sponsor_settings()
+    listed = settings.admin.model_copy(update={"sponsor_apps": ("orders",)})
+    hub = make_hub(settings.model_copy(update={"admin": listed}), events)
+    hub.clock = clock
+    service, carl = AdminService(hub), sponsor(hub, CARL, "carl@corp.example")
+    with pytest.raises(InvalidDocuments) as refused:
+        await service.grant(carl, {**bob_orders(), "apps": ["orders", "billing"]})
+    assert [p.field for p in refused.value.problems] == ["apps.1"]
+    assert "sponsors may grant only orders" in refused.value.problems[0].message
+    await service.grant(carl, bob_orders())  # a listed app
+    await service.grant(SYSTEM, {**bob_orders(), "apps": ["billing"]})  # admins: any app
+
+
 async def test_a_sponsor_no_longer_named_grants_nothing(service: AdminService, carl: Actor) -> None:
     doc = await service.grant(carl, bob_orders())
     acme = await service.document(SYSTEM, "partner", "acme")
