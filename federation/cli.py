@@ -110,6 +110,14 @@ def serve(
     SIGTERM drains, then stops gracefully (observability.drain_seconds and
     graceful_timeout_seconds; docs/operations.md)."""
     settings = _load_or_exit(config)
+    if settings.listen.server == "granian":
+        from federation.observability.granian_server import require_granian
+
+        try:
+            require_granian()
+        except ConfigError as exc:
+            typer.echo(problem_report(str(config), exc), err=True)
+            raise typer.Exit(1) from None
     if log_format is not None:
         observability = settings.observability.model_copy(update={"log_format": log_format})
         settings = settings.model_copy(update={"observability": observability})

@@ -672,6 +672,9 @@ class LifecycleSettings(Strict):
 class ListenSettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # The HTTP server `isthmus serve` runs: uvicorn, or granian (the ``isthmus[granian]``
+    # extra; ~1.3x the forward-auth decisions per core, docs/benchmarks.md).
+    server: Literal["uvicorn", "granian"] = "uvicorn"
 
 
 class TracingSettings(Strict):

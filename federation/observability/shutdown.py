@@ -1,5 +1,7 @@
 """Serving the hub with uvicorn, and stopping it without dropping work.
 
+(``listen.server: granian``: federation/observability/granian_server.py, the same steps.)
+
 On SIGTERM (Kubernetes deleting the pod, ``docker stop``):
 
 1. readiness turns false at once (``/readyz`` answers 503 ``shutdown``);
@@ -34,7 +36,7 @@ from federation.observability.asgi import Observability
 from federation.observability.health import Readiness
 from federation.observability.logging import configure_logging
 
-__all__ = ["GracefulServer", "observability_of", "run_server"]
+__all__ = ["GracefulServer", "observability_of", "run_server", "server_of"]
 
 _log = logging.getLogger("isthmus.shutdown")
 
@@ -90,12 +92,27 @@ def observability_of(asgi_app: Any) -> Observability | None:
     return found if isinstance(found, Observability) else None
 
 
+def server_of(asgi_app: Any) -> str:
+    """``listen.server`` of the hub whose app this is (uvicorn for any other app)."""
+    hub = getattr(getattr(asgi_app, "state", None), "hub", None)
+    listen = getattr(getattr(hub, "settings", None), "listen", None)
+    return str(getattr(listen, "server", "uvicorn"))
+
+
 def run_server(asgi_app: Any, host: str, port: int) -> None:
     """Serve until stopped. The hub's app gets its logging, access log, drain and graceful
-    timeout from ``observability`` settings; any other app uvicorn's defaults."""
+    timeout from ``observability`` settings, on the server of ``listen.server``; any other
+    app uvicorn's defaults."""
     observability = observability_of(asgi_app)
     if observability is None:
         uvicorn.run(asgi_app, host=host, port=port, log_level="info", proxy_headers=False)
+        return
+    if server_of(asgi_app) == "granian":
+        from federation.observability.granian_server import run_granian
+
+        status = run_granian(asgi_app, host, port, observability)
+        if status:
+            raise SystemExit(status)
         return
     settings = observability.settings
     configure_logging(settings.log_format, settings.log_level, audit_lines=settings.audit_log_lines)
