@@ -2,6 +2,7 @@
 nginx serving the same upstream, in one run.
 
     python -m bench.proxy [--duration 10] [--connections 32] [--threads 2] [--oauth2-proxy]
+                          [--server uvicorn|granian]
 
 On 127.0.0.1:
 
@@ -11,7 +12,9 @@ On 127.0.0.1:
    ``/forward-auth`` (keep-alive), identity headers and assertion copied, then
    ``proxy_pass`` to the static file (keep-alive).
 2. The hub is started in its own process (``python -m bench.proxy --serve-hub``: uvicorn
-   with uvloop and httptools, one worker, access log off, audit lines not printed) with
+   with uvloop and httptools, one worker, access log off, audit lines not printed; with
+   ``--server granian``, granian's embedded server on uvloop as ``isthmus serve`` runs it
+   with ``listen.server: granian``, federation/observability/granian_server.py) with
    one app, ``orders``, routed by host to that nginx, its policy allowing partner acme,
    and ``trusted_proxies = 127.0.0.1/32`` (the edge, and wrk standing in for it); it opens
    a session for a mock user before serving and prints the cookie.
@@ -62,11 +65,17 @@ POLICY = {
 }
 
 
-def hub_settings(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> Any:
+def hub_settings(
+    port: int,
+    upstream: str,
+    clients: list[dict[str, Any]] | None = None,
+    observability: dict[str, Any] | None = None,
+) -> Any:
     from federation.settings import Settings
 
     return Settings.model_validate(
         dict(
+            observability=observability or {},
             clients=clients or [],
             issuer=f"http://127.0.0.1:{port}",
             allow_insecure_http=True,
@@ -101,7 +110,12 @@ def hub_settings(port: int, upstream: str, clients: list[dict[str, Any]] | None 
     )
 
 
-def serve_hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> None:
+def serve_hub(
+    port: int,
+    upstream: str,
+    clients: list[dict[str, Any]] | None = None,
+    server: str = "uvicorn",
+) -> None:
     """Child process: open a session, print its cookie, serve the hub."""
     import logging
 
@@ -112,7 +126,11 @@ def serve_hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = N
     from federation.web.app import create_app
 
     logging.getLogger("isthmus.audit").setLevel(logging.WARNING)
-    hub = build_hub(hub_settings(port, upstream, clients))
+    # granian runs as `isthmus serve` runs it, so its logging comes from the settings:
+    # warnings only, no audit lines, no access log (as uvicorn's below); no drain.
+    quiet = {"log_level": "warning", "audit_log_lines": False, "drain_seconds": 0}
+    observability = quiet if server == "granian" else None
+    hub = build_hub(hub_settings(port, upstream, clients, observability))
     identity = FederatedIdentity(
         "acme",
         "acme-mock",
@@ -123,6 +141,11 @@ def serve_hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = N
     )
     session = asyncio.run(hub.sessions.create(identity))
     print(f"COOKIE {session.id}", flush=True)
+    if server == "granian":
+        from federation.observability.granian_server import run_granian
+
+        app = create_app(hub=hub)
+        sys.exit(run_granian(app, "127.0.0.1", port, app.state.observability))  # gc frozen
     gc.collect()  # as `isthmus serve` does (federation/observability/shutdown.py)
     gc.freeze()
     uvicorn.run(
@@ -212,9 +235,15 @@ def nginx(port: int, edge_port: int, hub_port: int) -> Iterator[None]:
 
 
 @contextmanager
-def hub(port: int, upstream: str, clients: list[dict[str, Any]] | None = None) -> Iterator[str]:
+def hub(
+    port: int,
+    upstream: str,
+    clients: list[dict[str, Any]] | None = None,
+    server: str = "uvicorn",
+) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     extra = ["--hub-clients", json.dumps(clients)] if clients else []
+    extra += ["--server", server]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.proxy", "--serve-hub", str(port), upstream, *extra],
         stdout=subprocess.PIPE,
@@ -282,13 +311,19 @@ def main() -> None:
         "(builds it with Go if needed; skipped with a message without Go)",
     )
     parser.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="the hub's HTTP server (listen.server; granian: the isthmus[granian] extra)",
+    )
+    parser.add_argument(
         "--serve-hub", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS
     )
     parser.add_argument("--hub-clients", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_hub:
         clients = json.loads(args.hub_clients) if args.hub_clients else None
-        serve_hub(int(args.serve_hub[0]), args.serve_hub[1], clients)
+        serve_hub(int(args.serve_hub[0]), args.serve_hub[1], clients, args.server)
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -311,7 +346,7 @@ def main() -> None:
     hub_url = f"http://127.0.0.1:{hub_port}"
     with ExitStack() as stack:
         stack.enter_context(nginx(nginx_port, edge_port, hub_port))
-        cookie = stack.enter_context(hub(hub_port, upstream, clients))
+        cookie = stack.enter_context(hub(hub_port, upstream, clients, args.server))
         session = f"isthmus_session={cookie}"
         o2p_targets: dict[str, tuple[str, dict[str, str], str]] = {}
         if o2p_binary:
@@ -371,7 +406,8 @@ def main() -> None:
             results[name] = wrk(url, headers, args, args.duration)
     cpus = os.cpu_count()
     print(
-        f"machine: {cpus} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.duration}s; "
+        f"machine: {cpus} CPUs; hub on {args.server}; "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; "
         f"1-min load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}"
     )
     print(f"{'target':<28} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
