@@ -235,3 +235,53 @@ def test_granian_chosen_but_not_installed_is_a_configuration_problem(tmp_path: P
     with pytest.raises(ConfigError) as raised:
         run_server(app, "127.0.0.1", 8084)
     assert raised.value.problems[0][0] == "listen.server"
+
+
+class StubServer:
+    """granian's embedded server, as far as the signals reach it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+@pytest.fixture
+def stub_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real server, no logging reconfigured in the test process."""
+    import granian.server.embed
+
+    from federation.observability import granian_server
+
+    monkeypatch.setattr(granian.server.embed, "Server", StubServer)
+    monkeypatch.setattr(granian_server, "configure_logging", lambda *a, **k: None)
+
+
+@pytest.mark.usefixtures("granian_installed", "stub_server")
+async def test_sigterm_drains_first_a_second_signal_cuts_it_short_a_third_forces() -> None:
+    from federation.observability.granian_server import GranianHub
+
+    app = create_app(hub=make_hub(settings(observability={"drain_seconds": 30})))
+    observability = app.state.observability
+    served = GranianHub(app, "127.0.0.1", free_port(), observability)
+    stub = served.server
+    served.on_signal(signal.SIGTERM)
+    assert (served.stage, stub.stops) == ("draining", 0)  # still serving, not ready
+    assert observability.readiness.draining
+    served.on_signal(signal.SIGTERM)
+    assert (served.stage, stub.stops) == ("stopping", 1)  # the listener closes now
+    served.on_signal(signal.SIGINT)
+    assert served.stage == "forced"  # requests in flight are cancelled at once
+    assert stub.stops == 1
+
+
+@pytest.mark.usefixtures("granian_installed", "stub_server")
+async def test_sigint_never_drains() -> None:
+    from federation.observability.granian_server import GranianHub
+
+    app = create_app(hub=make_hub(settings(observability={"drain_seconds": 30})))
+    served = GranianHub(app, "127.0.0.1", free_port(), app.state.observability)
+    stub = served.server
+    served.on_signal(signal.SIGINT)
+    assert (served.stage, stub.stops) == ("stopping", 1)
