@@ -29,12 +29,10 @@ from federation.settings import Settings
 from federation.web.app import create_app
 from tests.observability.support import make_hub, settings
 from tests.observability.test_shutdown import (
-    DRAIN_SECONDS,
     GatedUpstream,
     audited_request_ids,
+    drain_with_a_request_in_flight,
     isthmus_serve,
-    listening,
-    poll,
     serve_gated,
     session_cookie,
     write_config,
@@ -120,46 +118,17 @@ def test_sigterm_on_granian_drains_then_lets_the_request_in_flight_finish(
 ) -> None:
     upstream, upstream_url = gated
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     log = tmp_path / "stderr.log"
-    with isthmus_serve(granian_config(tmp_path, port, upstream_url), port, log) as process:
-        cookie = asyncio.run(session_cookie(base))
-        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-
-        def slow() -> httpx.Response:
-            headers = {"Cookie": f"isthmus_session={cookie}"}
-            return httpx.get(f"{base}/orders/slow", headers=headers, timeout=30)
-
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(slow)
-            assert upstream.arrived.get(timeout=10) == "/slow"
-            process.send_signal(signal.SIGTERM)
-
-            # draining: not ready at once, still serving
-            def not_ready() -> bool:
-                return httpx.get(f"{base}/readyz", timeout=5).status_code == 503
-
-            assert poll(not_ready, DRAIN_SECONDS / 2), log.read_text()
-            assert httpx.get(f"{base}/readyz", timeout=5).json()["down"] == ["shutdown"]
-            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
-            assert listening(port)
-            # then the listener closes; the request in flight goes on
-            assert poll(lambda: not listening(port), DRAIN_SECONDS + 10), log.read_text()
-            assert process.poll() is None and not pending.done()
-            upstream.release.set()
-            answer = pending.result(timeout=20)
-        assert answer.status_code == 200 and answer.text == "late"
-        # at once: the graceful timeout (15 s) bounds the wait, it does not set it
-        assert process.wait(10) == 0, log.read_text()
-
-    entries = log_entries(log)
-    messages = [e.get("message", "") for e in entries]
-    assert any(m.startswith("SIGTERM: not ready") for m in messages)
-    # the lifespan ran to its end after the request in flight
-    assert messages.index("Application shutdown complete.") > max(
-        i for i, e in enumerate(entries) if e.get("path") == "/orders/slow"
+    # at once: the graceful timeout (15 s) bounds the wait, it does not set it
+    drained = drain_with_a_request_in_flight(
+        granian_config(tmp_path, port, upstream_url), port, log, upstream, exit_within=10
     )
-    slow_id = answer.headers["x-request-id"]
+    assert drained.exit_status == 0, log.read_text()
+    # the lifespan ran to its end after the request in flight
+    assert drained.messages.index("Application shutdown complete.") > max(
+        i for i, e in enumerate(drained.entries) if e.get("path") == "/orders/slow"
+    )
+    slow_id = drained.answer.headers["x-request-id"]
     # the audit sink flushed: the decision on the request that finished during the stop
     assert slow_id in asyncio.run(audited_request_ids(tmp_path / "registry.db"))
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -167,15 +168,27 @@ async def audited_request_ids(registry: Path) -> set[str]:
     return {str(d.get("request_id")) for d in decisions}
 
 
-@pytest.mark.integration
-def test_sigterm_drains_then_lets_the_request_in_flight_finish(
-    tmp_path: Path, gated: tuple[GatedUpstream, str]
-) -> None:
-    upstream, upstream_url = gated
-    port = free_port()
+@dataclass(frozen=True)
+class Drained:
+    """What a served hub did when SIGTERM came with a request in flight."""
+
+    answer: httpx.Response  # the request in flight, finished during the stop
+    exit_status: int
+    entries: list[dict[str, Any]]  # the log lines (every one JSON)
+
+    @property
+    def messages(self) -> list[str]:
+        return [str(e.get("message", "")) for e in self.entries]
+
+
+def drain_with_a_request_in_flight(
+    config: Path, port: int, log: Path, upstream: GatedUpstream, *, exit_within: float = 20
+) -> Drained:
+    """SIGTERM while a proxied request waits at the upstream: not ready at once, still
+    serving during the drain, then the listener closes while the request goes on; the
+    request finishes once released, then the process exits. Whatever the HTTP server."""
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "stderr.log"
-    with isthmus_serve(write_config(tmp_path, port, upstream_url), port, log) as process:
+    with isthmus_serve(config, port, log) as process:
         cookie = asyncio.run(session_cookie(base))
         assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
 
@@ -206,16 +219,29 @@ def test_sigterm_drains_then_lets_the_request_in_flight_finish(
             upstream.release.set()
             answer = pending.result(timeout=20)
         assert answer.status_code == 200 and answer.text == "late"
-        # uvicorn ends a graceful stop by raising the signal it caught again
-        assert process.wait(20) in (0, -signal.SIGTERM), log.read_text()
-
+        exit_status = process.wait(exit_within)
     entries = [json.loads(line) for line in log.read_text().splitlines()]  # all JSON
-    messages = [e.get("message", "") for e in entries]
-    assert "Application shutdown complete." in messages
-    assert any(m.startswith("SIGTERM: not ready") for m in messages)
-    access = [e for e in entries if e["logger"] == "uvicorn.access"]
+    drained = Drained(answer, exit_status, entries)
+    assert any(m.startswith("SIGTERM: not ready") for m in drained.messages)
+    return drained
+
+
+@pytest.mark.integration
+def test_sigterm_drains_then_lets_the_request_in_flight_finish(
+    tmp_path: Path, gated: tuple[GatedUpstream, str]
+) -> None:
+    upstream, upstream_url = gated
+    port = free_port()
+    log = tmp_path / "stderr.log"
+    drained = drain_with_a_request_in_flight(
+        write_config(tmp_path, port, upstream_url), port, log, upstream
+    )
+    # uvicorn ends a graceful stop by raising the signal it caught again
+    assert drained.exit_status in (0, -signal.SIGTERM), log.read_text()
+    assert "Application shutdown complete." in drained.messages
+    access = [e for e in drained.entries if e["logger"] == "uvicorn.access"]
     assert any(e["path"] == "/orders/slow" and e["status"] == 200 for e in access)
-    slow_id = answer.headers["x-request-id"]
+    slow_id = drained.answer.headers["x-request-id"]
     assert any(e.get("request_id") == slow_id for e in access)
     # the audit trail holds the decision on the request that finished during the stop
     assert slow_id in asyncio.run(audited_request_ids(tmp_path / "registry.db"))
