@@ -184,7 +184,7 @@ async def grant_list(request: Request, actor: Actor) -> Response:
         section="grants",
         rows=rows,
         partner_filter=partner,
-        partners=_visible_partners(hub, actor),
+        partners=[(pid, f"{name} ({pid})") for pid, name in _visible_partners(hub, actor)],
         may_grant=bool(may_grant),
         notice=_notice(request),
         today=now.date().isoformat(),
