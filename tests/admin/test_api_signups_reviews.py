@@ -43,7 +43,6 @@ from tests.admin.support import (
     fields,
     make_hub,
     mint_token,
-    sign_in_as,
 )
 from tests.fakes.clock import FakeClock
 from tests.peers.smtp import SmtpSink
@@ -104,17 +103,9 @@ def app(hub: Hub) -> Starlette:
 
 
 @pytest.fixture
-def browser(app: Starlette) -> Browser:
-    """A browser signed in to the hub as ``email`` (its CSRF header set)."""
-
-    @asynccontextmanager
-    async def open_(email: str) -> AsyncIterator[httpx.AsyncClient]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-            await sign_in_as(http, email)
-            yield http
-
-    return open_
+def browser(as_user: Browser) -> Browser:
+    """A browser signed in to the hub as ``email`` (the admin tests' own)."""
+    return as_user
 
 
 @pytest.fixture
